@@ -1,0 +1,329 @@
+//! The plan/apply engine: check every resource of a host in one round trip, work out what
+//! differs, and (when applying) fix all of it in one more.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+
+use crate::facts::Facts;
+use crate::host::{Command, Host, HostError, SshTarget};
+use crate::resource::Resource;
+
+/// What a converge does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Check and report; change nothing.
+    Plan,
+    /// Check, then fix what differs.
+    Apply,
+}
+
+/// One resource that differs (or differed, once applied).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub resource: String,
+    pub summary: Vec<String>,
+    /// Unified diff of file content, secrets masked.
+    pub diff: Option<String>,
+}
+
+/// How a host ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", content = "error", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing differed.
+    Unchanged,
+    /// Plan mode: the changes would be made.
+    Planned,
+    /// Apply mode: every change was made.
+    Changed,
+    /// The host could not be reached or a step failed; the message names the step.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub changes: Vec<Change>,
+    pub outcome: Outcome,
+    pub round_trips: u64,
+}
+
+impl HostReport {
+    pub fn failed(host: &str, error: impl ToString, round_trips: u64) -> HostReport {
+        HostReport {
+            host: host.to_string(),
+            changes: Vec::new(),
+            outcome: Outcome::Failed(error.to_string()),
+            round_trips,
+        }
+    }
+
+    pub fn is_failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed(_))
+    }
+}
+
+/// Where progress of long work goes (one line per host and step).
+pub trait Progress: Sync {
+    fn step(&self, host: &str, message: &str);
+}
+
+/// Progress that goes nowhere.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn step(&self, _host: &str, _message: &str) {}
+}
+
+/// Options of a converge.
+pub struct Options<'a> {
+    pub mode: Mode,
+    /// Bound for each remote command (check or apply).
+    pub command_timeout: Option<Duration>,
+    /// Replaces secret values in diffs and errors.
+    pub mask: &'a (dyn Fn(&str) -> String + Sync),
+    pub progress: &'a dyn Progress,
+}
+
+/// How to reach a host.
+#[derive(Debug, Clone)]
+pub enum Connection {
+    Local,
+    Ssh(SshTarget),
+}
+
+/// Connect to every host and gather its facts, `parallel` hosts at a time. The result keeps
+/// the order of `targets`; a host that cannot be reached is an `Err` for that host only.
+pub async fn connect_all(
+    targets: &[(String, Connection)],
+    parallel: usize,
+    progress: &dyn Progress,
+) -> Vec<Result<(Host, Facts), HostError>> {
+    futures::stream::iter(targets.iter().map(|(name, connection)| async move {
+        progress.step(name, "connecting");
+        let host = match connection {
+            Connection::Local => Host::local(name),
+            Connection::Ssh(target) => Host::connect_ssh(name, target).await?,
+        };
+        progress.step(name, "gathering facts");
+        let facts = Facts::gather(&host).await?;
+        Ok((host, facts))
+    }))
+    .buffered(parallel.max(1))
+    .collect()
+    .await
+}
+
+/// Converge several hosts, `parallel` at a time; one host's failure does not stop the others.
+pub async fn converge_all(
+    work: Vec<(Host, Vec<Resource>)>,
+    parallel: usize,
+    options: &Options<'_>,
+) -> Vec<HostReport> {
+    futures::stream::iter(
+        work.into_iter()
+            .map(|(host, resources)| async move { converge(&host, &resources, options).await }),
+    )
+    .buffered(parallel.max(1))
+    .collect()
+    .await
+}
+
+/// Check the resources of one host in one round trip and, in apply mode, fix what differs in
+/// one more.
+pub async fn converge(host: &Host, resources: &[Resource], options: &Options<'_>) -> HostReport {
+    let start = host.round_trips();
+    let mask = options.mask;
+    let report = |outcome, changes| HostReport {
+        host: host.name().to_string(),
+        changes,
+        outcome,
+        round_trips: host.round_trips() - start,
+    };
+    let fail = |step: &str, error: String| {
+        report(
+            Outcome::Failed(mask(&format!("{step}: {error}"))),
+            Vec::new(),
+        )
+    };
+
+    if let Err(error) = check_dependencies(resources) {
+        return fail("planning", error);
+    }
+    options.progress.step(
+        host.name(),
+        &format!("checking {} resources", resources.len()),
+    );
+    let states = match check(host, resources, options.command_timeout).await {
+        Ok(states) => states,
+        Err(error) => return fail("checking", error),
+    };
+
+    let mut changed_ids: Vec<String> = Vec::new();
+    let mut changes = Vec::new();
+    let mut fixes = Vec::new();
+    for (index, resource) in resources.iter().enumerate() {
+        let id = resource.id();
+        let triggered: Vec<String> = resource
+            .depends_on()
+            .into_iter()
+            .filter(|dep| changed_ids.iter().any(|c| c == dep))
+            .map(str::to_string)
+            .collect();
+        let state: Vec<&str> = states
+            .get(&index)
+            .map(|lines| lines.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        match resource.drift(&state, &triggered) {
+            Ok(None) => {}
+            Ok(Some(drift)) => {
+                changes.push(Change {
+                    resource: id.clone(),
+                    summary: drift.summary.iter().map(|s| mask(s)).collect(),
+                    diff: drift.diff.as_deref().map(mask),
+                });
+                fixes.push((index, drift.fix));
+                changed_ids.push(id);
+            }
+            Err(error) => return fail("checking", format!("{id}: {error}")),
+        }
+    }
+
+    if changes.is_empty() {
+        return report(Outcome::Unchanged, changes);
+    }
+    if options.mode == Mode::Plan {
+        return report(Outcome::Planned, changes);
+    }
+    options
+        .progress
+        .step(host.name(), &format!("applying {} changes", changes.len()));
+    match apply(host, resources, &fixes, options.command_timeout).await {
+        Ok(()) => report(Outcome::Changed, changes),
+        Err(error) => report(Outcome::Failed(mask(&format!("applying {error}"))), changes),
+    }
+}
+
+/// Every dependency must name a resource listed before the one that depends on it.
+fn check_dependencies(resources: &[Resource]) -> Result<(), String> {
+    let mut seen: Vec<String> = Vec::new();
+    for resource in resources {
+        for dep in resource.depends_on() {
+            if !seen.iter().any(|s| s == dep) {
+                return Err(format!(
+                    "{} depends on {dep}, which is not listed before it",
+                    resource.id()
+                ));
+            }
+        }
+        let id = resource.id();
+        if seen.contains(&id) {
+            return Err(format!("{id} is listed twice"));
+        }
+        seen.push(id);
+    }
+    Ok(())
+}
+
+/// Run the checks of all resources as one script; return each resource's state lines.
+async fn check(
+    host: &Host,
+    resources: &[Resource],
+    timeout: Option<Duration>,
+) -> Result<HashMap<usize, Vec<String>>, String> {
+    let mut script = String::with_capacity(resources.len() * 256);
+    for (index, resource) in resources.iter().enumerate() {
+        script.push_str(&resource.check_script(&index.to_string()));
+    }
+    script.push_str("echo @end\n");
+    let mut command = Command::new(script);
+    command.timeout = timeout;
+    let output = host.exec(command).await.map_err(|e| e.to_string())?;
+    let stdout = output.stdout_lossy();
+    if !stdout.lines().any(|l| l == "@end") {
+        return Err(format!(
+            "the check script did not finish ({}): {}",
+            output.describe_exit(),
+            output.stderr_lossy().trim()
+        ));
+    }
+    let mut states: HashMap<usize, Vec<String>> = HashMap::new();
+    for line in stdout.lines() {
+        let Some(rest) = line.strip_prefix('@') else {
+            continue;
+        };
+        let Some((tag, value)) = rest.split_once(' ') else {
+            continue;
+        };
+        if let Ok(index) = tag.parse::<usize>() {
+            states.entry(index).or_default().push(value.to_string());
+        }
+    }
+    Ok(states)
+}
+
+/// Run all fixes as one script. Each fix runs in a subshell with `set -e`; the first failure
+/// stops the script, and its stderr is reported with the resource it belongs to.
+async fn apply(
+    host: &Host,
+    resources: &[Resource],
+    fixes: &[(usize, String)],
+    timeout: Option<Duration>,
+) -> Result<(), String> {
+    let mut script = String::from("set -u\numask 022\nerrf=$(mktemp)\ntrap 'rm -f \"$errf\"' EXIT\n");
+    let mut reload_pending = false;
+    let daemon_reload = |script: &mut String| {
+        step(script, "daemon-reload", "systemctl daemon-reload\n");
+    };
+    for (index, fix) in fixes {
+        let resource = &resources[*index];
+        if reload_pending && matches!(resource, Resource::Service(_)) {
+            daemon_reload(&mut script);
+            reload_pending = false;
+        }
+        step(&mut script, &index.to_string(), fix);
+        reload_pending |= matches!(resource, Resource::Unit(_));
+    }
+    if reload_pending {
+        daemon_reload(&mut script);
+    }
+    script.push_str("echo @end\n");
+
+    let mut command = Command::new(script);
+    command.timeout = timeout;
+    let output = host.exec(command).await.map_err(|e| e.to_string())?;
+    let stdout = output.stdout_lossy();
+    if let Some(failed) = stdout.lines().find_map(|l| l.strip_prefix("@failed ")) {
+        let mut parts = failed.split(' ');
+        let tag = parts.next().unwrap_or("");
+        let code = parts.next().unwrap_or("?");
+        let what = tag
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| resources.get(i))
+            .map(Resource::id)
+            .unwrap_or_else(|| tag.to_string());
+        return Err(format!(
+            "{what} (exit status {code}): {}",
+            output.stderr_lossy().trim()
+        ));
+    }
+    if !stdout.lines().any(|l| l == "@end") {
+        return Err(format!(
+            "the apply script did not finish ({}): {}",
+            output.describe_exit(),
+            output.stderr_lossy().trim()
+        ));
+    }
+    Ok(())
+}
+
+fn step(script: &mut String, tag: &str, fix: &str) {
+    let _ = write!(
+        script,
+        "( set -e\n{fix}) 2>\"$errf\" || {{ rc=$?; echo \"@failed {tag} $rc\"; cat \"$errf\" >&2; exit 1; }}\n"
+    );
+}

@@ -1,0 +1,186 @@
+//! A file with exact content, owner, group and mode, replaced atomically.
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use super::{Drift, parse_mode, state_value};
+use crate::host::atomic_write_steps;
+use crate::shell::quote;
+
+/// Old content larger than this is not fetched for a diff.
+const DIFF_LIMIT: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct File {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+    /// A command that must accept the new content before it replaces the live file, with `{}`
+    /// for the temporary file's path (e.g. `haproxy -c -f {}`).
+    pub validate: Option<String>,
+}
+
+impl File {
+    /// A file owned by root:root, mode 0644.
+    pub fn new(path: impl Into<String>, content: impl Into<Vec<u8>>) -> File {
+        File {
+            path: path.into(),
+            content: content.into(),
+            owner: "root".to_string(),
+            group: "root".to_string(),
+            mode: 0o644,
+            validate: None,
+        }
+    }
+
+    #[must_use]
+    pub fn owner(mut self, owner: &str, group: &str) -> File {
+        self.owner = owner.to_string();
+        self.group = group.to_string();
+        self
+    }
+
+    #[must_use]
+    pub fn mode(mut self, mode: u32) -> File {
+        self.mode = mode;
+        self
+    }
+
+    #[must_use]
+    pub fn validate(mut self, command: impl Into<String>) -> File {
+        self.validate = Some(command.into());
+        self
+    }
+
+    fn sha256(&self) -> String {
+        hex::encode(Sha256::digest(&self.content))
+    }
+
+    pub(crate) fn check_script(&self, tag: &str) -> String {
+        let p = quote(&self.path);
+        let want = self.sha256();
+        format!(
+            "if [ -L {p} ]; then echo \"@{tag} kind=link\"; \
+             elif [ -f {p} ]; then h=$(sha256sum < {p} | cut -d' ' -f1); \
+             echo \"@{tag} kind=file\"; echo \"@{tag} sha256=$h\"; \
+             echo \"@{tag} meta=$(stat -c '%U %G %a' {p})\"; \
+             if [ \"$h\" != {want} ] && [ \"$(stat -c %s {p})\" -le {DIFF_LIMIT} ]; then \
+             echo \"@{tag} old=$(base64 -w0 < {p})\"; fi; \
+             elif [ -e {p} ]; then echo \"@{tag} kind=other\"; \
+             else echo \"@{tag} kind=absent\"; fi\n"
+        )
+    }
+
+    pub(crate) fn drift(&self, state: &[&str]) -> Result<Option<Drift>, String> {
+        let kind = state_value(state, "kind").ok_or("no state reported")?;
+        match kind {
+            "absent" | "link" => {
+                let what = if kind == "link" {
+                    "replace symlink with file"
+                } else {
+                    "create"
+                };
+                Ok(Some(Drift {
+                    summary: vec![format!(
+                        "{what} ({} bytes, {}:{} {:04o})",
+                        self.content.len(),
+                        self.owner,
+                        self.group,
+                        self.mode
+                    )],
+                    diff: Some(unified_diff(&self.path, b"", &self.content)),
+                    fix: self.write_script(),
+                }))
+            }
+            "file" => self.drift_of_existing(state),
+            _ => Err(format!(
+                "{} exists and is not a regular file; remove it or choose another path",
+                self.path
+            )),
+        }
+    }
+
+    fn drift_of_existing(&self, state: &[&str]) -> Result<Option<Drift>, String> {
+        let mut summary = Vec::new();
+        let mut diff = None;
+        let content_differs = state_value(state, "sha256") != Some(self.sha256().as_str());
+        if content_differs {
+            summary.push("content changed".to_string());
+            diff = Some(match state_value(state, "old") {
+                Some(old) => {
+                    let old = base64::engine::general_purpose::STANDARD
+                        .decode(old)
+                        .map_err(|e| format!("unreadable old content: {e}"))?;
+                    unified_diff(&self.path, &old, &self.content)
+                }
+                None => "(old content too large to show)\n".to_string(),
+            });
+        }
+        let meta = state_value(state, "meta").unwrap_or_default();
+        let mut fields = meta.split(' ');
+        let (owner, group) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+        let mode = fields.next().and_then(parse_mode);
+        if (owner, group) != (self.owner.as_str(), self.group.as_str()) {
+            summary.push(format!("owner {owner}:{group} -> {}:{}", self.owner, self.group));
+        }
+        if mode != Some(self.mode) {
+            summary.push(format!(
+                "mode {} -> {:04o}",
+                mode.map(|m| format!("{m:04o}")).unwrap_or_default(),
+                self.mode
+            ));
+        }
+        if summary.is_empty() {
+            return Ok(None);
+        }
+        let fix = if content_differs {
+            self.write_script()
+        } else {
+            let p = quote(&self.path);
+            format!(
+                "chown {}:{} {p} && chmod {:o} {p}\n",
+                quote(&self.owner),
+                quote(&self.group),
+                self.mode
+            )
+        };
+        Ok(Some(Drift { summary, diff, fix }))
+    }
+
+    /// The fix that writes the whole file: content from a here-document, then the atomic steps.
+    pub(crate) fn write_script(&self) -> String {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&self.content);
+        let marker = format!("PROVISION_EOF_{}", &self.sha256()[..16]);
+        let dir = self.path.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
+        let dir = if dir.is_empty() { "/" } else { dir };
+        format!(
+            "mkdir -p {dir}\nbase64 -d <<'{marker}' | {{ {steps}; }}\n{encoded}\n{marker}\n",
+            dir = quote(dir),
+            steps = atomic_write_steps(
+                &self.path,
+                &self.owner,
+                &self.group,
+                self.mode,
+                self.validate.as_deref()
+            ),
+        )
+    }
+}
+
+/// A unified diff of two versions of a file; binary content is described, not shown.
+pub(crate) fn unified_diff(path: &str, old: &[u8], new: &[u8]) -> String {
+    match (std::str::from_utf8(old), std::str::from_utf8(new)) {
+        (Ok(old), Ok(new)) => similar::TextDiff::from_lines(old, new)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("{path} (on host)"), &format!("{path} (wanted)"))
+            .to_string(),
+        _ => format!(
+            "binary content differs ({} bytes -> {} bytes)\n",
+            old.len(),
+            new.len()
+        ),
+    }
+}

@@ -1,0 +1,175 @@
+//! systemd units (files) and services (enabled, running, restarted or reloaded when what they
+//! depend on changed).
+
+use super::{Drift, File, state_value};
+use crate::shell::quote;
+
+/// A unit file in /etc/systemd/system. A changed unit makes the engine run
+/// `systemctl daemon-reload` before any service is touched.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    /// Full unit name, e.g. `zeoserver.service` or `plone-client@.service`.
+    pub name: String,
+    pub content: String,
+    /// Check the unit with `systemd-analyze verify` before it replaces the live one. It also
+    /// checks that `ExecStart` binaries exist, so turn it off for units of software a later
+    /// step builds.
+    pub verify: bool,
+}
+
+impl Unit {
+    pub fn new(name: impl Into<String>, content: impl Into<String>) -> Unit {
+        Unit {
+            name: name.into(),
+            content: content.into(),
+            verify: true,
+        }
+    }
+
+    #[must_use]
+    pub fn without_verify(mut self) -> Unit {
+        self.verify = false;
+        self
+    }
+
+    pub fn path(&self) -> String {
+        format!("/etc/systemd/system/{}", self.name)
+    }
+
+    pub(crate) fn file(&self) -> File {
+        let file = File::new(self.path(), self.content.clone());
+        if !self.verify {
+            return file;
+        }
+        // verify wants the real unit name, so check a copy named like the unit.
+        file.validate(format!(
+            "{{ ! command -v systemd-analyze >/dev/null || \
+             {{ vd=$(mktemp -d) && cp {{}} \"$vd\"/{name} && systemd-analyze verify \"$vd\"/{name}; \
+             rc=$?; rm -rf \"$vd\"; [ $rc -eq 0 ]; }}; }}",
+            name = quote(&self.name)
+        ))
+    }
+}
+
+/// Whether a service should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Unit name, e.g. `haproxy` or `plone-client@client1`.
+    pub name: String,
+    pub enabled: Option<bool>,
+    pub state: Option<ServiceState>,
+    /// Resource ids whose change restarts the service.
+    pub restart_on: Vec<String>,
+    /// Resource ids whose change reloads it (when nothing asks for a restart).
+    pub reload_on: Vec<String>,
+}
+
+impl Service {
+    /// A service that is enabled and running.
+    pub fn running(name: impl Into<String>) -> Service {
+        Service {
+            name: name.into(),
+            enabled: Some(true),
+            state: Some(ServiceState::Running),
+            restart_on: Vec::new(),
+            reload_on: Vec::new(),
+        }
+    }
+
+    /// A service that is disabled and stopped.
+    pub fn stopped(name: impl Into<String>) -> Service {
+        Service {
+            name: name.into(),
+            enabled: Some(false),
+            state: Some(ServiceState::Stopped),
+            restart_on: Vec::new(),
+            reload_on: Vec::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn restart_on(mut self, resource_id: impl Into<String>) -> Service {
+        self.restart_on.push(resource_id.into());
+        self
+    }
+
+    #[must_use]
+    pub fn reload_on(mut self, resource_id: impl Into<String>) -> Service {
+        self.reload_on.push(resource_id.into());
+        self
+    }
+
+    pub(crate) fn check_script(&self, tag: &str) -> String {
+        let n = quote(&self.name);
+        format!(
+            "echo \"@{tag} enabled=$(systemctl is-enabled {n} 2>/dev/null)\"; \
+             echo \"@{tag} active=$(systemctl is-active {n} 2>/dev/null)\"\n"
+        )
+    }
+
+    pub(crate) fn drift(&self, state: &[&str], triggered: &[String]) -> Result<Option<Drift>, String> {
+        let n = quote(&self.name);
+        let enabled = state_value(state, "enabled").unwrap_or("");
+        let active = state_value(state, "active").unwrap_or("");
+        let mut summary = Vec::new();
+        let mut fix = String::new();
+        match self.enabled {
+            Some(true) if !matches!(enabled, "enabled" | "static" | "alias" | "indirect" | "generated") => {
+                summary.push(format!("enable (is {})", or_unknown(enabled)));
+                if enabled == "masked" {
+                    fix.push_str(&format!("systemctl unmask {n}\n"));
+                }
+                fix.push_str(&format!("systemctl enable {n}\n"));
+            }
+            Some(false) if enabled == "enabled" => {
+                summary.push("disable".to_string());
+                fix.push_str(&format!("systemctl disable {n}\n"));
+            }
+            _ => {}
+        }
+        let running = active == "active" || active == "reloading";
+        let mut started = false;
+        match self.state {
+            Some(ServiceState::Running) if !running => {
+                summary.push(format!("start (is {})", or_unknown(active)));
+                fix.push_str(&format!("systemctl start {n}\n"));
+                started = true;
+            }
+            Some(ServiceState::Stopped) if active != "inactive" && !active.is_empty() => {
+                summary.push(format!("stop (is {active})"));
+                fix.push_str(&format!("systemctl stop {n}\n"));
+            }
+            _ => {}
+        }
+        let wants_running = self.state != Some(ServiceState::Stopped);
+        if !started && wants_running && running && !triggered.is_empty() {
+            let restart: Vec<&String> = triggered
+                .iter()
+                .filter(|id| self.restart_on.contains(id))
+                .collect();
+            if restart.is_empty() {
+                summary.push(format!("reload (changed: {})", triggered.join(", ")));
+                fix.push_str(&format!("systemctl reload {n}\n"));
+            } else {
+                let ids: Vec<&str> = restart.iter().map(|s| s.as_str()).collect();
+                summary.push(format!("restart (changed: {})", ids.join(", ")));
+                fix.push_str(&format!("systemctl restart {n}\n"));
+            }
+        }
+        Ok((!summary.is_empty()).then_some(Drift {
+            summary,
+            diff: None,
+            fix,
+        }))
+    }
+}
+
+fn or_unknown(state: &str) -> &str {
+    if state.is_empty() { "unknown" } else { state }
+}
