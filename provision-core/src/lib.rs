@@ -4,8 +4,11 @@
 
 pub mod host;
 pub mod shell;
+pub mod stack;
 pub mod testing;
 pub mod facts;
 pub mod engine;
 pub mod resource;
 pub mod template;
+pub mod phase;
+pub mod system;

@@ -1,0 +1,468 @@
+//! `plone_instances`, `plone_zeoserver`, `plone_blobs` and `plone_solr`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::opt_string_or_list;
+use crate::stack::layer::Layer;
+use crate::stack::secrets::SecretString;
+
+/// `plone_instances`: the Plone instances (ZEO clients) of the `plone_instances` layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PloneInstances {
+    /// The app (`[apps.NAME]`) the instances deploy. Default `"plone_instances"`; a stack with
+    /// a single app uses it whatever its name.
+    pub app_name: String,
+    /// The first file `deploy.cfg` extends. Default `"cfg/base.cfg"`.
+    pub base_config: String,
+    /// The id of the Plone site, used in the VirtualHostMonster rewrite. Default `"Plone"`.
+    pub site_id: String,
+    /// Extra virtual hosts served by nginx: host name → path of the sub-site below the site
+    /// (`"www.example.org" = "example"`). Default none.
+    pub subsites: BTreeMap<String, String>,
+    /// Extra nginx configuration lines for a sub-site's server block: host name → lines.
+    /// Default none.
+    pub subsite_config: BTreeMap<String, String>,
+    /// Clients per CPU: each host runs `ceil(cpus × per_cpu)` clients, at least 1. Default 2.
+    /// (The cookbook counted OpsWorks `backends` / 8; we count CPUs.)
+    pub per_cpu: f64,
+    /// A fixed number of clients per host, instead of `per_cpu`. Default none. (The cookbook
+    /// documents this key but never reads it; we honour it.)
+    pub instance_count: Option<u32>,
+    /// Whether the clients share the blob directory (`shared-blob = on`). `false` streams blobs
+    /// from ZEO or RelStorage and keeps a local blob cache. Default `true`.
+    pub shared_blobs: bool,
+    /// Mount the blob directory over NFS from the `shared_blobs` layer. Default `false`.
+    pub nfs_blobs: bool,
+    /// Mount the blob directory from a GlusterFS volume of the `shared_blobs` layer.
+    /// Default `false`.
+    pub gluster_blobs: bool,
+    /// `zodb-cache-size`: objects in each client's ZODB cache. Default none (the recipe's
+    /// 30000).
+    pub zodb_cache_size: Option<u64>,
+    /// A persistent ZEO client cache per client (`zeo-client-client = zeoclient-N`).
+    /// Default `true`.
+    pub persistent_cache: bool,
+    /// `zserver-threads` of each client; also HAProxy's `maxconn` per client. Default none
+    /// (2 threads).
+    pub zserver_threads: Option<u32>,
+    /// Sticky sessions in HAProxy on the `__ac` login cookie. Default `false`.
+    pub sticky_sessions: bool,
+    /// Seconds to wait between restarting two clients. Default 0. (We also drain each client in
+    /// HAProxy and wait for its health check, on every host in turn.)
+    pub restart_delay: u64,
+    /// Use RelStorage instead of ZEO. Default `false`.
+    pub enable_relstorage: bool,
+    /// RelStorage settings, used when `enable_relstorage` is on.
+    pub relstorage: RelStorage,
+    /// The layer whose first host is the ZEO server. Default `zeoserver`.
+    pub zeo_layer: Layer,
+    /// A fixed ZEO server, instead of the `zeo_layer` host.
+    pub zeo: Zeo,
+    /// Run a Celery worker on every instance host. Default `false`.
+    pub enable_celery: bool,
+    /// Also run Celery beat. Beat runs on exactly one host: the first host of the
+    /// `plone_instances` layer. Default `false`.
+    pub celerybeat: bool,
+    /// Extra arguments for `bin/celery worker`. Default `""`.
+    pub celery_args: String,
+    /// Extra arguments for `bin/celery beat`. Default `""`.
+    pub beat_args: String,
+    /// The layer whose first host is the Celery broker. Default `celery_broker`.
+    pub broker_layer: Layer,
+    /// A fixed Celery broker (such as ElastiCache), instead of the `broker_layer` host.
+    pub broker: Broker,
+    /// Point the clients at a Solr server. Default `false`.
+    pub solr_enabled: bool,
+    /// The layer whose first host is the Solr server. Default `solr`.
+    pub solr_layer: Layer,
+    /// A fixed Solr host, instead of the `solr_layer` host. Default none.
+    pub solr_host: Option<String>,
+    /// Add `collective.newrelic` to the first `tracing_clients` clients. Default `false`.
+    pub newrelic_tracing: bool,
+    /// Add TraceView tracing to the first `tracing_clients` clients. Default `false`.
+    pub traceview_tracing: bool,
+    /// TraceView's sample rate. Default 0.1.
+    pub traceview_sample_rate: f64,
+    /// How many clients get the tracing eggs; 0 means all. Default 1.
+    pub tracing_clients: u32,
+    /// Also log the clients' events to syslog with this facility (such as `local3`).
+    /// Default none.
+    pub syslog_facility: Option<String>,
+    /// The syslog level. Default `"INFO"`.
+    pub syslog_level: String,
+}
+
+impl Default for PloneInstances {
+    fn default() -> Self {
+        PloneInstances {
+            app_name: "plone_instances".to_string(),
+            base_config: "cfg/base.cfg".to_string(),
+            site_id: "Plone".to_string(),
+            subsites: BTreeMap::new(),
+            subsite_config: BTreeMap::new(),
+            per_cpu: 2.0,
+            instance_count: None,
+            shared_blobs: true,
+            nfs_blobs: false,
+            gluster_blobs: false,
+            zodb_cache_size: None,
+            persistent_cache: true,
+            zserver_threads: None,
+            sticky_sessions: false,
+            restart_delay: 0,
+            enable_relstorage: false,
+            relstorage: RelStorage::default(),
+            zeo_layer: Layer::Zeoserver,
+            zeo: Zeo::default(),
+            enable_celery: false,
+            celerybeat: false,
+            celery_args: String::new(),
+            beat_args: String::new(),
+            broker_layer: Layer::CeleryBroker,
+            broker: Broker::default(),
+            solr_enabled: false,
+            solr_layer: Layer::Solr,
+            solr_host: None,
+            newrelic_tracing: false,
+            traceview_tracing: false,
+            traceview_sample_rate: 0.1,
+            tracing_clients: 1,
+            syslog_facility: None,
+            syslog_level: "INFO".to_string(),
+        }
+    }
+}
+
+/// One Plone client process on a host: `client1` listens on 8081, `clientN` on 8080 + N.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Client {
+    /// 1-based.
+    pub number: u32,
+    /// `client<number>`, the buildout part and the program name.
+    pub name: String,
+    /// 8080 + number.
+    pub port: u16,
+}
+
+impl Client {
+    /// The port of the load balancer; client N listens on `BASE_PORT + N`.
+    pub const BASE_PORT: u16 = 8080;
+    /// More clients than this on one host would run out of sensible ports.
+    pub const MAX_PER_HOST: u32 = 1000;
+
+    pub fn new(number: u32) -> Self {
+        let number = number.clamp(1, Self::MAX_PER_HOST);
+        Client {
+            number,
+            name: format!("client{number}"),
+            port: Self::BASE_PORT + u16::try_from(number).unwrap_or(u16::MAX - Self::BASE_PORT),
+        }
+    }
+
+    /// The name of its persistent ZEO cache (`zeo-client-client`), unique per process.
+    pub fn cache_name(&self) -> String {
+        format!("zeoclient-{}", self.number)
+    }
+}
+
+impl PloneInstances {
+    /// How many clients a host with `cpus` CPUs runs: `instance_count` if set, else
+    /// `ceil(cpus × per_cpu)`, at least 1 (and at most [`Client::MAX_PER_HOST`]).
+    pub fn clients_per_host(&self, cpus: u32) -> u32 {
+        if let Some(count) = self.instance_count {
+            return count.clamp(1, Client::MAX_PER_HOST);
+        }
+        // The small epsilon keeps 10 × 0.3 = 3.0000000000000004 at 3.
+        let wanted = (f64::from(cpus) * self.per_cpu - 1e-9).ceil();
+        if wanted.is_nan() || wanted < 1.0 {
+            1
+        } else if wanted >= f64::from(Client::MAX_PER_HOST) {
+            Client::MAX_PER_HOST
+        } else {
+            wanted as u32
+        }
+    }
+
+    /// The clients of a host with `cpus` CPUs: client1..N on ports 8081..8080+N.
+    pub fn clients(&self, cpus: u32) -> Vec<Client> {
+        (1..=self.clients_per_host(cpus)).map(Client::new).collect()
+    }
+
+    /// Threads per client (`zserver_threads`, default 2); also HAProxy's `maxconn` per client.
+    pub fn threads(&self) -> u32 {
+        self.zserver_threads.unwrap_or(2)
+    }
+}
+
+/// `plone_instances.relstorage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelStorage {
+    /// The database connection. Without `dsn` or `host`, the first `postgres` host is used.
+    pub db: RelStorageDb,
+    /// Cache in memcached (`cache-servers`, with pylibmc). Default `true`. RelStorage calls
+    /// memcached "not recommended" nowadays; set `false` to use only its local cache.
+    pub enable_cache: bool,
+    /// An extra file `deploy.cfg` extends. Default `"cfg/relstorage.cfg"`.
+    pub config: String,
+    /// memcached servers as `host:port`, as an array or one space-separated string. Default
+    /// none: every `memcached` host on port 11211.
+    #[serde(deserialize_with = "opt_string_or_list")]
+    pub cache_servers: Option<Vec<String>>,
+    /// Pack the database from the first `plone_instances` host when no host has the
+    /// `db_packing` layer (a `db_packing` host always packs). The cookbook set this on its one
+    /// packing node. Default `false`.
+    pub enable_pack: bool,
+    /// Keep this many days of history when packing (`zodbpack -d`). Default 7.
+    pub pack_days: u32,
+    /// Pack in two stages: pre-pack on Saturday, pack on Sunday. Default `false`.
+    pub two_stage_pack: bool,
+    /// Garbage-collect unreachable objects when packing. Default `true`.
+    pub pack_gc: bool,
+    /// Truncate the reference tables monthly (`object_ref`, `object_refs_added`), a workaround
+    /// for failing packs. Default `false`.
+    pub truncate_refs: bool,
+}
+
+impl Default for RelStorage {
+    fn default() -> Self {
+        RelStorage {
+            db: RelStorageDb::default(),
+            enable_cache: true,
+            config: "cfg/relstorage.cfg".to_string(),
+            cache_servers: None,
+            enable_pack: false,
+            pack_days: 7,
+            two_stage_pack: false,
+            pack_gc: true,
+            truncate_refs: false,
+        }
+    }
+}
+
+/// The RelStorage database type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbType {
+    /// PostgreSQL (also written `postgresql`).
+    #[default]
+    #[serde(alias = "postgresql")]
+    Postgres,
+    /// MySQL.
+    Mysql,
+    /// Oracle.
+    Oracle,
+}
+
+/// `plone_instances.relstorage.db`: either a `dsn`, or `name`/`host`/`port`/`user`/`password`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelStorageDb {
+    /// The database type. Default `postgres`.
+    #[serde(rename = "type")]
+    pub db_type: DbType,
+    /// A complete connection string, such as `dbname='zodb' user='plone' host='db1'`.
+    /// Default none.
+    pub dsn: Option<SecretString>,
+    /// The database name. Default none.
+    pub name: Option<String>,
+    /// The database host. Default none (the first `postgres` host).
+    pub host: Option<String>,
+    /// The database port. Default none (the server's default).
+    pub port: Option<u16>,
+    /// The database user. Default none.
+    pub user: Option<String>,
+    /// The database password. Default none; better kept in the secrets file as
+    /// `plone_instances_relstorage_db_password`.
+    pub password: Option<SecretString>,
+}
+
+/// `plone_instances.zeo`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Zeo {
+    /// A fixed ZEO server as `host:port` (or `host`, port 8001). Default none: the first host
+    /// of `zeo_layer`.
+    pub address: Option<String>,
+}
+
+/// `plone_instances.broker`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Broker {
+    /// A fixed Redis host. Default none: the first host of `broker_layer`.
+    pub host: Option<String>,
+    /// The Redis port, for a fixed host and for the layer's host. Default 6379.
+    pub port: u16,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Broker {
+            host: None,
+            port: 6379,
+        }
+    }
+}
+
+/// `plone_zeoserver`: the ZEO server of the `zeoserver` layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PloneZeoserver {
+    /// The app (`[apps.NAME]`) the ZEO server deploys. Default `"zeoserver"`; a stack with a
+    /// single app uses it whatever its name.
+    pub app_name: String,
+    /// A daily backup (collective.recipe.backup, 21:00 UTC). Default `false` (the cookbook's
+    /// README says `true`; its code says `false`).
+    pub enable_backup: bool,
+    /// A weekly pack (`bin/zeopack`, Sunday 01:00 UTC). Default `true`.
+    pub enable_pack: bool,
+    /// Where the FileStorage lives (its own volume, ideally); linked as `shared/var/filestorage`.
+    /// Default none: in the app's `shared/var/filestorage` itself. (The cookbook's default was
+    /// `<ephemeral>/shared/zodb/filestorage`, an OpsWorks mount.)
+    pub filestorage_dir: Option<String>,
+    /// Mount the blob directory over NFS from the `shared_blobs` layer. Default `false`.
+    pub nfs_blobs: bool,
+    /// Mount the blob directory from GlusterFS. Default `false`.
+    pub gluster_blobs: bool,
+    /// Also log to syslog with this facility. Default none.
+    pub syslog_facility: Option<String>,
+    /// The syslog level. Default `"INFO"`.
+    pub syslog_level: String,
+}
+
+impl Default for PloneZeoserver {
+    fn default() -> Self {
+        PloneZeoserver {
+            app_name: "zeoserver".to_string(),
+            enable_backup: false,
+            enable_pack: true,
+            filestorage_dir: None,
+            nfs_blobs: false,
+            gluster_blobs: false,
+            syslog_facility: None,
+            syslog_level: "INFO".to_string(),
+        }
+    }
+}
+
+/// `plone_blobs`: shared blob storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PloneBlobs {
+    /// The layer that serves the blobs over NFS or GlusterFS. Default `shared_blobs`.
+    pub layer: Layer,
+    /// The NFS export root; holds `blobstorage/` and `tmp/`. Default `"/srv/exports"`.
+    pub nfs_export_dir: String,
+    /// The parent directory of the GlusterFS brick. Default `"/srv/gluster-exports"` (the
+    /// cookbook's was `<ephemeral>/gluster-exports`, an OpsWorks mount).
+    pub gluster_export_dir: String,
+    /// The network allowed to mount the NFS export, such as `10.0.0.0/8`. Default none: only
+    /// the hosts of the stack.
+    pub network: Option<String>,
+    /// A fixed NFS or GlusterFS server, instead of the first host of `layer`. Default none.
+    pub host: Option<String>,
+    /// Fixed GlusterFS peers, instead of every host of `layer`. Default none.
+    #[serde(deserialize_with = "opt_string_or_list")]
+    pub servers: Option<Vec<String>>,
+    /// The GlusterFS volume. Default `"blobs"`.
+    pub gluster_volume: String,
+    /// NFS mount options (`_netdev` is added). Default `"auto,rw,noatime,nodiratime"`.
+    pub nfs_mount_options: String,
+    /// GlusterFS mount options (`_netdev` and a backup volfile server are added).
+    /// Default `"auto,rw,direct-io-mode=disable"`.
+    pub gluster_mount_options: String,
+    /// Keep glusterd's state on the export volume. Default `false`.
+    pub gluster_store_config_in_exports: bool,
+    /// A blob directory on the host itself (a local disk, or an s3fs mount), linked into the
+    /// instances and the ZEO server as `shared/var/blobstorage`. Default none.
+    pub blob_dir: Option<String>,
+}
+
+impl Default for PloneBlobs {
+    fn default() -> Self {
+        PloneBlobs {
+            layer: Layer::SharedBlobs,
+            nfs_export_dir: "/srv/exports".to_string(),
+            gluster_export_dir: "/srv/gluster-exports".to_string(),
+            network: None,
+            host: None,
+            servers: None,
+            gluster_volume: "blobs".to_string(),
+            nfs_mount_options: "auto,rw,noatime,nodiratime".to_string(),
+            gluster_mount_options: "auto,rw,direct-io-mode=disable".to_string(),
+            gluster_store_config_in_exports: false,
+            blob_dir: None,
+        }
+    }
+}
+
+/// `plone_solr`: the Solr server of the `solr` layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PloneSolr {
+    /// The app (`[apps.NAME]`) the Solr layer deploys. Default `"solr"`; a stack with a single
+    /// app uses it whatever its name.
+    pub app_name: String,
+    /// Send Solr's log to Papertrail. Default `false`.
+    pub enable_papertrail: bool,
+    /// Where Solr keeps its data (its own volume, ideally). Default none: the app's
+    /// `shared/var`. (The cookbook's was `<ephemeral>/shared/solr`, an OpsWorks mount.)
+    pub data_dir: Option<String>,
+}
+
+impl Default for PloneSolr {
+    fn default() -> Self {
+        PloneSolr {
+            app_name: "solr".to_string(),
+            enable_papertrail: false,
+            data_dir: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(per_cpu: f64, instance_count: Option<u32>) -> PloneInstances {
+        PloneInstances {
+            per_cpu,
+            instance_count,
+            ..PloneInstances::default()
+        }
+    }
+
+    #[test]
+    fn clients_per_host_rounds_up_with_at_least_one() {
+        assert_eq!(with(2.0, None).clients_per_host(1), 2);
+        assert_eq!(with(1.5, None).clients_per_host(3), 5);
+        assert_eq!(with(0.1, None).clients_per_host(1), 1);
+        assert_eq!(with(0.3, None).clients_per_host(10), 3);
+        assert_eq!(with(2.0, None).clients_per_host(0), 1);
+    }
+
+    #[test]
+    fn instance_count_wins_over_per_cpu() {
+        assert_eq!(with(2.0, Some(3)).clients_per_host(8), 3);
+        assert_eq!(with(0.1, Some(4)).clients_per_host(1), 4);
+    }
+
+    #[test]
+    fn clients_are_numbered_from_8081() {
+        let clients = with(1.5, None).clients(2);
+        let shown: Vec<(String, u16)> = clients.iter().map(|c| (c.name.clone(), c.port)).collect();
+        assert_eq!(
+            shown,
+            [
+                ("client1".into(), 8081),
+                ("client2".into(), 8082),
+                ("client3".into(), 8083)
+            ]
+        );
+        assert_eq!(clients[2].cache_name(), "zeoclient-3");
+    }
+}

@@ -1,0 +1,86 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::sandbox_cmd::SandboxArgs;
+
+/// Build, deploy and operate a production Plone/ZODB stack on plain Linux hosts over SSH.
+#[derive(Debug, Parser)]
+#[command(name = "provision", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CommandKind,
+}
+
+/// Options shared by every command that works on a stack.
+#[derive(Debug, Args, Clone)]
+pub struct StackArgs {
+    /// The stack file.
+    #[arg(long, short = 's', default_value = "stack.toml", env = "PROVISION_STACK")]
+    pub stack: PathBuf,
+    /// An OpsWorks Custom JSON file, deep-merged over the stack's [attributes].
+    #[arg(long, value_name = "FILE")]
+    pub custom_json: Option<PathBuf>,
+    /// Only these hosts (repeatable).
+    #[arg(long = "host", short = 'H', value_name = "NAME")]
+    pub hosts: Vec<String>,
+    /// Only hosts with these layers (repeatable).
+    #[arg(long = "layer", short = 'l', value_name = "LAYER")]
+    pub layers: Vec<String>,
+    /// How many hosts to work on at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
+    /// Print the result as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Learn the host keys of hosts not yet in known_hosts (a changed key is still refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Reach the hosts of this stack in the local sandbox (`provision sandbox up`) instead of
+    /// their addresses in the stack file.
+    #[arg(long)]
+    pub sandbox: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CommandKind {
+    /// Show, per host, what `up` would change (diffs with secrets masked); change nothing.
+    Plan(StackArgs),
+    /// Set up, configure and deploy every host where it is out of date.
+    Up(StackArgs),
+    /// Install packages, users, directories and units.
+    Setup(StackArgs),
+    /// Re-render everything that depends on the stack's membership; reload what changed.
+    Configure(StackArgs),
+    /// Make a new release of an app and roll it out.
+    Deploy {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The app (default: every app of the stack).
+        app: Option<String>,
+        #[arg(long)]
+        revision: Option<String>,
+    },
+    /// Put the previous release of an app back.
+    Rollback {
+        #[command(flatten)]
+        stack: StackArgs,
+        app: Option<String>,
+    },
+    /// Restart the Plone clients host by host, drained in HAProxy.
+    Restart(StackArgs),
+    /// Show each host: reachable, facts, layers, clients.
+    Status(StackArgs),
+    /// Run a one-off shell command on the selected hosts (as root).
+    Run {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The command, passed to /bin/sh.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Local test hosts (systemd-nspawn) for a stack.
+    Sandbox(SandboxArgs),
+}

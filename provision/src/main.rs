@@ -1,0 +1,77 @@
+//! `provision`: a thin binary over the provision crates. It reads the stack, connects to the
+//! hosts, asks each layer for its resources and prints what happened.
+
+mod cli;
+mod layers;
+mod output;
+mod run;
+mod sandbox_cmd;
+mod session;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, CommandKind};
+
+/// Exit codes: every host converged, some host failed, bad input (nothing was changed).
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_HOST_FAILED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// An error in what the user gave us: printed, exit code 2, no host touched.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_HOST_FAILED);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if error.downcast_ref::<BadInput>().is_some()
+                || error
+                    .downcast_ref::<provision_core::stack::StackError>()
+                    .is_some()
+            {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else {
+                ExitCode::from(EXIT_HOST_FAILED)
+            }
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    use provision_core::phase::Phase;
+    match cli.command {
+        CommandKind::Plan(args) => run::converge(&args, &Phase::ALL, true).await,
+        CommandKind::Up(args) => run::converge(&args, &Phase::ALL, false).await,
+        CommandKind::Setup(args) => run::converge(&args, &[Phase::Setup], false).await,
+        CommandKind::Configure(args) => run::converge(&args, &[Phase::Configure], false).await,
+        CommandKind::Status(args) => run::status(&args).await,
+        CommandKind::Run { stack, command } => run::run_command(&stack, &command.join(" ")).await,
+        CommandKind::Deploy { stack, .. } => run::not_yet(&stack, "deploy", 5),
+        CommandKind::Rollback { stack, .. } => run::not_yet(&stack, "rollback", 5),
+        CommandKind::Restart(stack) => run::not_yet(&stack, "restart", 5),
+        CommandKind::Sandbox(args) => sandbox_cmd::run(args).await,
+    }
+}

@@ -1,0 +1,289 @@
+//! The commands that work on a stack's hosts.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use provision_core::engine::{self, Connection, HostReport, Mode, Options, Outcome};
+use provision_core::facts::Facts;
+use provision_core::host::{Command, Host, HostError};
+use provision_core::phase::Phase;
+use provision_core::template::Templates;
+
+use crate::cli::StackArgs;
+use crate::layers::{self, HostContext};
+use crate::output::{count, print_reports};
+use crate::session::{FactsByHost, Session, StderrProgress};
+use crate::{BadInput, EXIT_HOST_FAILED, EXIT_OK};
+
+/// `plan`, `up`, `setup`, `configure`.
+pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let session = Session::load(args)?;
+    let selected = session.selected();
+    refuse_pending_layers(&session, &selected)?;
+    let templates = Templates::new(&layers::all_templates()).context("loading templates")?;
+    let progress = StderrProgress::new();
+
+    let (connected, mut reports) = connect(&session, &selected, &progress).await?;
+    let all_facts: FactsByHost = connected
+        .iter()
+        .map(|(host, facts)| (host.name().to_string(), facts.clone()))
+        .collect();
+    let mut work = Vec::new();
+    for (host, facts) in connected {
+        let spec = selected
+            .iter()
+            .find(|h| h.name == host.name())
+            .expect("connected hosts come from the selection");
+        let context = HostContext {
+            stack: &session.stack,
+            host: spec,
+            facts: &facts,
+            all_facts: &all_facts,
+        };
+        match layers::resources(&context, phases, &templates) {
+            Ok(resources) => work.push((host, resources)),
+            Err(error) => reports.push(HostReport::failed(
+                host.name(),
+                format!("planning: {error:#}"),
+                host.round_trips(),
+            )),
+        }
+    }
+    let mask = |s: &str| session.mask(s);
+    let options = Options {
+        mode: if plan { Mode::Plan } else { Mode::Apply },
+        command_timeout: Some(session.command_timeout()),
+        mask: &mask,
+        progress: &progress,
+    };
+    reports.extend(engine::converge_all(work, usize::from(args.parallel), &options).await);
+    sort_like_stack(&mut reports, &selected);
+    print_reports(&reports, args.json, start.elapsed());
+    Ok(exit_code(&reports))
+}
+
+/// A stack that uses a layer not built yet is refused before any host is touched.
+fn refuse_pending_layers(
+    session: &Session,
+    selected: &[&provision_core::stack::HostSpec],
+) -> Result<(), BadInput> {
+    let mut problems = Vec::new();
+    for host in selected {
+        for layer in &host.layers {
+            if let Some(what) = layers::pending_layer(*layer) {
+                problems.push(format!(
+                    "  host {}: layer `{}` needs {what}, which this version of provision does not have yet",
+                    host.name,
+                    layer.as_str()
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(BadInput(format!(
+        "{} uses layers that are not available yet; nothing was changed:\n{}\n\
+         Remove those layers from the stack, or select other hosts with --host or --layer.",
+        session.stack_path().display(),
+        problems.join("\n")
+    )))
+}
+
+/// Connect to the selected hosts and gather their facts. Unreachable hosts become failed
+/// reports; the others go on.
+async fn connect(
+    session: &Session,
+    selected: &[&provision_core::stack::HostSpec],
+    progress: &StderrProgress,
+) -> anyhow::Result<(Vec<(Host, Facts)>, Vec<HostReport>)> {
+    let targets: Vec<(String, Connection)> = selected
+        .iter()
+        .map(|h| Ok((h.name.clone(), session.connection(h)?)))
+        .collect::<Result<_, BadInput>>()?;
+    let results = engine::connect_all(&targets, usize::from(session.args.parallel), progress).await;
+    let mut connected = Vec::new();
+    let mut failed = Vec::new();
+    for ((name, _), result) in targets.iter().zip(results) {
+        match result {
+            Ok(pair) => connected.push(pair),
+            Err(error) => failed.push(HostReport::failed(name, connect_error(&error), 0)),
+        }
+    }
+    Ok((connected, failed))
+}
+
+fn connect_error(error: &HostError) -> String {
+    // The error names the host already; the report line does too.
+    let text = error.to_string();
+    let host = error.host();
+    text.strip_prefix(&format!("{host}: "))
+        .map(|rest| format!("connecting: {rest}"))
+        .unwrap_or(text)
+}
+
+fn sort_like_stack(reports: &mut [HostReport], selected: &[&provision_core::stack::HostSpec]) {
+    reports.sort_by_key(|r| selected.iter().position(|h| h.name == r.host));
+}
+
+fn exit_code(reports: &[HostReport]) -> ExitCode {
+    if reports.iter().any(HostReport::is_failed) {
+        ExitCode::from(EXIT_HOST_FAILED)
+    } else {
+        ExitCode::from(EXIT_OK)
+    }
+}
+
+/// `status`: every selected host, reachable or not, with its facts and layers.
+pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
+    let session = Session::load(args)?;
+    let selected = session.selected();
+    let progress = StderrProgress::new();
+    let targets: Vec<(String, Connection)> = selected
+        .iter()
+        .map(|h| Ok((h.name.clone(), session.connection(h)?)))
+        .collect::<Result<_, BadInput>>()?;
+    let results = engine::connect_all(&targets, usize::from(args.parallel), &progress).await;
+    let mut rows = Vec::new();
+    let mut any_failed = false;
+    for (spec, result) in selected.iter().zip(results) {
+        let layers: Vec<&str> = spec.layers.iter().map(|l| l.as_str()).collect();
+        let row = match result {
+            Ok((_, facts)) => serde_json::json!({
+                "host": spec.name,
+                "address": spec.address,
+                "reachable": true,
+                "layers": layers,
+                "os": facts.os_pretty_name,
+                "cpus": facts.cpus,
+                "memory_mib": facts.memory_bytes / (1024 * 1024),
+                "init": facts.init,
+                "plone_clients": spec.has_layer(provision_core::stack::Layer::PloneInstances)
+                    .then(|| session.stack.clients_per_host(facts.cpus)),
+            }),
+            Err(error) => {
+                any_failed = true;
+                serde_json::json!({
+                    "host": spec.name,
+                    "address": spec.address,
+                    "reachable": false,
+                    "layers": layers,
+                    "error": connect_error(&error),
+                })
+            }
+        };
+        rows.push(row);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for row in &rows {
+            let name = row["host"].as_str().unwrap_or_default();
+            let layers = row["layers"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default();
+            if row["reachable"] == true {
+                let clients = row["plone_clients"]
+                    .as_u64()
+                    .map(|n| format!(", {}", count(n as usize, "Plone client")))
+                    .unwrap_or_default();
+                println!(
+                    "{name} ({}): up; {}, {} CPUs, {} MiB, init {}; layers: {}{clients}",
+                    row["address"].as_str().unwrap_or_default(),
+                    row["os"].as_str().unwrap_or_default(),
+                    row["cpus"],
+                    row["memory_mib"],
+                    row["init"].as_str().unwrap_or_default(),
+                    if layers.is_empty() { "none" } else { &layers },
+                );
+            } else {
+                println!(
+                    "{name} ({}): UNREACHABLE: {}",
+                    row["address"].as_str().unwrap_or_default(),
+                    row["error"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::from(if any_failed { EXIT_HOST_FAILED } else { EXIT_OK }))
+}
+
+/// `run`: a one-off command on the selected hosts, in parallel; output per host.
+pub async fn run_command(args: &StackArgs, command: &str) -> anyhow::Result<ExitCode> {
+    let session = Session::load(args)?;
+    let selected = session.selected();
+    let progress = StderrProgress::new();
+    let (connected, failed) = connect(&session, &selected, &progress).await?;
+    let timeout = session.command_timeout();
+    let runs = futures::future::join_all(connected.iter().map(|(host, _)| {
+        host.exec(Command::new(command.to_string()).timeout(timeout))
+    }))
+    .await;
+    let mut results = Vec::new();
+    let mut any_failed = !failed.is_empty();
+    for report in &failed {
+        if let Outcome::Failed(error) = &report.outcome {
+            results.push(serde_json::json!({"host": report.host, "error": error}));
+        }
+    }
+    for ((host, _), run) in connected.iter().zip(runs) {
+        match run {
+            Ok(output) => {
+                any_failed |= !output.success();
+                results.push(serde_json::json!({
+                    "host": host.name(),
+                    "status": output.status,
+                    "signal": output.signal,
+                    "stdout": session.mask(&output.stdout_lossy()),
+                    "stderr": session.mask(&output.stderr_lossy()),
+                }));
+            }
+            Err(error) => {
+                any_failed = true;
+                results.push(serde_json::json!({"host": host.name(), "error": error.to_string()}));
+            }
+        }
+    }
+    results.sort_by_key(|r| {
+        selected
+            .iter()
+            .position(|h| r["host"].as_str() == Some(h.name.as_str()))
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            let host = r["host"].as_str().unwrap_or_default();
+            if let Some(error) = r["error"].as_str() {
+                println!("{host}: FAILED: {error}");
+                continue;
+            }
+            let ending = match (r["status"].as_u64(), r["signal"].as_str()) {
+                (Some(code), _) => format!("exit {code}"),
+                (None, Some(signal)) => format!("killed by {signal}"),
+                _ => "no exit status".to_string(),
+            };
+            println!("{host}: {ending}");
+            for line in r["stdout"].as_str().unwrap_or_default().lines() {
+                println!("  {line}");
+            }
+            for line in r["stderr"].as_str().unwrap_or_default().lines() {
+                println!("  ! {line}");
+            }
+        }
+    }
+    Ok(ExitCode::from(if any_failed { EXIT_HOST_FAILED } else { EXIT_OK }))
+}
+
+/// Commands whose layers arrive later say so plainly.
+pub fn not_yet(args: &StackArgs, command: &str, issue: u32) -> anyhow::Result<ExitCode> {
+    let _ = args;
+    Err(BadInput(format!(
+        "`provision {command}` needs the Plone instances layer (issue #{issue}), which this \
+         version of provision does not have yet; nothing was changed"
+    ))
+    .into())
+}

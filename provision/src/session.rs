@@ -1,0 +1,197 @@
+//! A stack loaded for one command: the stack, its secrets, the hosts selected by --host and
+//! --layer, and how to reach each of them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use provision_core::engine::{Connection, Progress};
+use provision_core::host::SshTarget;
+use provision_core::stack::{HostSpec, Layer, Secrets, Stack};
+
+use crate::BadInput;
+use crate::cli::StackArgs;
+
+pub struct Session {
+    pub stack: Stack,
+    pub secrets: Secrets,
+    pub args: StackArgs,
+    /// Addresses from `provision sandbox up`, when --sandbox is given.
+    sandbox: Option<provision_sandbox::Inventory>,
+}
+
+impl Session {
+    pub fn load(args: &StackArgs) -> anyhow::Result<Session> {
+        let stack = Stack::load(&args.stack, args.custom_json.as_deref())?;
+        let secrets = stack.secrets().clone();
+        let sandbox = if args.sandbox {
+            Some(
+                provision_sandbox::Sandbox::new(stack.name())
+                    .and_then(|sandbox| sandbox.inventory())
+                    .with_context(|| {
+                    format!(
+                        "--sandbox: no running sandbox for stack `{}`; start it with \
+                         `provision sandbox up --stack {}`",
+                        stack.name(),
+                        args.stack.display()
+                    )
+                })?,
+            )
+        } else {
+            None
+        };
+        let session = Session {
+            stack,
+            secrets,
+            args: args.clone(),
+            sandbox,
+        };
+        session.check_selection()?;
+        Ok(session)
+    }
+
+    /// Every --host and --layer must name something in the stack.
+    fn check_selection(&self) -> Result<(), BadInput> {
+        let names: Vec<&str> = self.stack.hosts().iter().map(|h| h.name.as_str()).collect();
+        for wanted in &self.args.hosts {
+            if !names.contains(&wanted.as_str()) {
+                return Err(BadInput(format!(
+                    "--host {wanted}: no such host in {}{}",
+                    self.args.stack.display(),
+                    nearest(wanted, &names)
+                        .map(|n| format!("; did you mean `{n}`?"))
+                        .unwrap_or_default()
+                )));
+            }
+        }
+        for wanted in &self.args.layers {
+            if wanted.parse::<Layer>().is_err() {
+                let all: Vec<&str> = Layer::ALL.iter().map(|l| l.as_str()).collect();
+                return Err(BadInput(format!(
+                    "--layer {wanted}: no such layer{}; layers are: {}",
+                    nearest(wanted, &all)
+                        .map(|n| format!(" (did you mean `{n}`?)"))
+                        .unwrap_or_default(),
+                    all.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The hosts this command works on, in stack order.
+    pub fn selected(&self) -> Vec<&HostSpec> {
+        self.stack
+            .hosts()
+            .iter()
+            .filter(|h| self.args.hosts.is_empty() || self.args.hosts.contains(&h.name))
+            .filter(|h| {
+                self.args.layers.is_empty()
+                    || self
+                        .args
+                        .layers
+                        .iter()
+                        .any(|l| h.layers.iter().any(|hl| hl.as_str() == l))
+            })
+            .collect()
+    }
+
+    /// How to reach a host: its stack address and the SSH defaults, or its sandbox twin.
+    pub fn connection(&self, host: &HostSpec) -> Result<Connection, BadInput> {
+        let ssh = self.stack.ssh();
+        let mut target = SshTarget {
+            address: host.address.clone(),
+            port: host.port,
+            user: host.user.clone(),
+            key_file: host.key.clone(),
+            use_agent: ssh.agent,
+            known_hosts: ssh.known_hosts.clone(),
+            accept_new_host_keys: self.args.accept_new_host_keys,
+            connect_timeout: Duration::from_secs(ssh.connect_timeout),
+            keepalive_interval: Duration::from_secs(15),
+        };
+        if let Some(inventory) = &self.sandbox {
+            let twin = inventory
+                .hosts
+                .iter()
+                .find(|h| h.name == host.name)
+                .ok_or_else(|| {
+                    BadInput(format!(
+                        "--sandbox: host {} is not in the running sandbox `{}`; restart it \
+                         with `provision sandbox up`",
+                        host.name, inventory.name
+                    ))
+                })?;
+            target.address = twin.address.to_string();
+            target.port = twin.port;
+            target.user = twin.user.clone();
+            target.key_file = Some(inventory.key_file.clone());
+            target.use_agent = false;
+            target.known_hosts = inventory.known_hosts.clone();
+        }
+        Ok(Connection::Ssh(target))
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.stack.ssh().command_timeout)
+    }
+
+    pub fn mask(&self, text: &str) -> String {
+        self.secrets.mask(text)
+    }
+
+    pub fn stack_path(&self) -> &Path {
+        &self.args.stack
+    }
+}
+
+fn nearest<'a>(wanted: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim_distance(wanted, c), *c))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance (small inputs: host and layer names).
+fn strsim_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Progress lines on stderr: `[host] step (elapsed)`.
+pub struct StderrProgress {
+    start: Instant,
+}
+
+impl StderrProgress {
+    pub fn new() -> StderrProgress {
+        StderrProgress {
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Progress for StderrProgress {
+    fn step(&self, host: &str, message: &str) {
+        eprintln!(
+            "[{host}] {message} ({:.1}s)",
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Facts by host name, for discovery (client counts of other hosts).
+pub type FactsByHost = BTreeMap<String, provision_core::facts::Facts>;
