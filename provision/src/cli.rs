@@ -54,7 +54,7 @@ pub enum CommandKind {
     Setup(StackArgs),
     /// Re-render everything that depends on the stack's membership; reload what changed.
     Configure(StackArgs),
-    /// Make a new release of an app and roll it out.
+    /// Make a new release of an app and roll it out (comes with the Plone instances layer).
     Deploy {
         #[command(flatten)]
         stack: StackArgs,
@@ -63,13 +63,14 @@ pub enum CommandKind {
         #[arg(long)]
         revision: Option<String>,
     },
-    /// Put the previous release of an app back.
+    /// Put the previous release of an app back (comes with the Plone instances layer).
     Rollback {
         #[command(flatten)]
         stack: StackArgs,
         app: Option<String>,
     },
-    /// Restart the Plone clients host by host, drained in HAProxy.
+    /// Restart the Plone clients host by host, drained in HAProxy (comes with the Plone
+    /// instances layer).
     Restart(StackArgs),
     /// Show each host: reachable, facts, layers, clients.
     Status(StackArgs),
@@ -81,6 +82,9 @@ pub enum CommandKind {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Print the stack's effective attributes: the defaults, the stack's [attributes] and the
+    /// custom JSON merged, secrets masked. Reads no host.
+    Attributes(StackArgs),
     /// Local test hosts (systemd-nspawn) for a stack.
     Sandbox(SandboxArgs),
 }

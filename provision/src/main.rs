@@ -69,9 +69,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         CommandKind::Configure(args) => run::converge(&args, &[Phase::Configure], false).await,
         CommandKind::Status(args) => run::status(&args).await,
         CommandKind::Run { stack, command } => run::run_command(&stack, &command.join(" ")).await,
-        CommandKind::Deploy { stack, .. } => run::not_yet(&stack, "deploy", 5),
-        CommandKind::Rollback { stack, .. } => run::not_yet(&stack, "rollback", 5),
-        CommandKind::Restart(stack) => run::not_yet(&stack, "restart", 5),
+        CommandKind::Deploy { .. } => run::not_yet("deploy"),
+        CommandKind::Rollback { .. } => run::not_yet("rollback"),
+        CommandKind::Restart(_) => run::not_yet("restart"),
+        CommandKind::Attributes(args) => run::attributes(&args),
         CommandKind::Sandbox(args) => sandbox_cmd::run(args).await,
     }
 }

@@ -1,5 +1,7 @@
 //! How results are shown: a report per host for people, or JSON for scripts.
 
+use std::io::Write as _;
+
 use std::time::Duration;
 
 use provision_core::engine::{HostReport, Outcome};
@@ -11,7 +13,7 @@ pub fn print_reports(reports: &[HostReport], json: bool, elapsed: Duration) {
             "hosts": reports,
             "elapsed_seconds": elapsed.as_secs_f64(),
         });
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        crate::out!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
         return;
     }
     let (mut changed, mut unchanged, mut failed) = (0, 0, 0);
@@ -19,7 +21,7 @@ pub fn print_reports(reports: &[HostReport], json: bool, elapsed: Duration) {
         match &report.outcome {
             Outcome::Unchanged => {
                 unchanged += 1;
-                println!("{}: up to date", report.host);
+                crate::out!("{}: up to date", report.host);
             }
             Outcome::Planned | Outcome::Changed => {
                 changed += 1;
@@ -28,29 +30,29 @@ pub fn print_reports(reports: &[HostReport], json: bool, elapsed: Duration) {
                 } else {
                     "changed"
                 };
-                println!("{}: {verb} {}", report.host, count(report.changes.len(), "resource"));
+                crate::out!("{}: {verb} {}", report.host, count(report.changes.len(), "resource"));
             }
             Outcome::Failed(error) => {
                 failed += 1;
-                println!("{}: FAILED: {error}", report.host);
+                crate::out!("{}: FAILED: {error}", report.host);
                 if !report.changes.is_empty() {
-                    println!("  (of these changes, the ones before the failure were made)");
+                    crate::out!("  (of these changes, the ones before the failure were made)");
                 }
             }
         }
         for change in &report.changes {
-            println!("  ~ {}", change.resource);
+            crate::out!("  ~ {}", change.resource);
             for line in &change.summary {
-                println!("      {line}");
+                crate::out!("      {line}");
             }
             if let Some(diff) = &change.diff {
                 for line in diff.lines() {
-                    println!("      {line}");
+                    crate::out!("      {line}");
                 }
             }
         }
     }
-    println!(
+    crate::out!(
         "{} to change, {} up to date, {} failed ({:.1}s)",
         count(changed, "host"),
         unchanged,
@@ -65,4 +67,25 @@ pub fn count(n: usize, noun: &str) -> String {
     } else {
         format!("{n} {noun}s")
     }
+}
+
+/// Print a line on stdout. A reader that went away (`provision plan | head`) ends the program
+/// quietly, as it would for any Unix tool, instead of a panic.
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`write_line`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
 }

@@ -177,7 +177,7 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
         rows.push(row);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::out!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         for row in &rows {
             let name = row["host"].as_str().unwrap_or_default();
@@ -190,7 +190,7 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
                     .as_u64()
                     .map(|n| format!(", {}", count(n as usize, "Plone client")))
                     .unwrap_or_default();
-                println!(
+                crate::out!(
                     "{name} ({}): up; {}, {} CPUs, {} MiB, init {}; layers: {}{clients}",
                     row["address"].as_str().unwrap_or_default(),
                     row["os"].as_str().unwrap_or_default(),
@@ -200,7 +200,7 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
                     if layers.is_empty() { "none" } else { &layers },
                 );
             } else {
-                println!(
+                crate::out!(
                     "{name} ({}): UNREACHABLE: {}",
                     row["address"].as_str().unwrap_or_default(),
                     row["error"].as_str().unwrap_or_default()
@@ -253,12 +253,12 @@ pub async fn run_command(args: &StackArgs, command: &str) -> anyhow::Result<Exit
             .position(|h| r["host"].as_str() == Some(h.name.as_str()))
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        crate::out!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         for r in &results {
             let host = r["host"].as_str().unwrap_or_default();
             if let Some(error) = r["error"].as_str() {
-                println!("{host}: FAILED: {error}");
+                crate::out!("{host}: FAILED: {error}");
                 continue;
             }
             let ending = match (r["status"].as_u64(), r["signal"].as_str()) {
@@ -266,12 +266,12 @@ pub async fn run_command(args: &StackArgs, command: &str) -> anyhow::Result<Exit
                 (None, Some(signal)) => format!("killed by {signal}"),
                 _ => "no exit status".to_string(),
             };
-            println!("{host}: {ending}");
+            crate::out!("{host}: {ending}");
             for line in r["stdout"].as_str().unwrap_or_default().lines() {
-                println!("  {line}");
+                crate::out!("  {line}");
             }
             for line in r["stderr"].as_str().unwrap_or_default().lines() {
-                println!("  ! {line}");
+                crate::out!("  ! {line}");
             }
         }
     }
@@ -279,11 +279,25 @@ pub async fn run_command(args: &StackArgs, command: &str) -> anyhow::Result<Exit
 }
 
 /// Commands whose layers arrive later say so plainly.
-pub fn not_yet(args: &StackArgs, command: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    let _ = args;
+pub fn not_yet(command: &str) -> anyhow::Result<ExitCode> {
     Err(BadInput(format!(
-        "`provision {command}` needs the Plone instances layer (issue #{issue}), which this \
-         version of provision does not have yet; nothing was changed"
+        "`provision {command}` needs the Plone instances layer, which this version of \
+         provision does not have yet; nothing was changed"
     ))
     .into())
+}
+
+/// `attributes`: the effective attributes as TOML (or JSON), secrets masked.
+pub fn attributes(args: &StackArgs) -> anyhow::Result<ExitCode> {
+    let session = Session::load(args)?;
+    let attributes = session.stack.attributes();
+    let text = if args.json {
+        serde_json::to_string_pretty(attributes)?
+    } else {
+        let mut table = toml::Table::new();
+        table.insert("attributes".to_string(), toml::Value::try_from(attributes)?);
+        toml::to_string_pretty(&table)?
+    };
+    crate::out!("{}", session.mask(&text));
+    Ok(ExitCode::from(EXIT_OK))
 }

@@ -211,3 +211,33 @@ fn a_changed_host_key_is_refused_by_the_cli() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("CHANGED"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn attributes_shows_the_custom_json_merged_over_the_stack_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("stack.toml"),
+        "[stack]\nname = \"x\"\n[hosts.a]\naddress = \"10.0.0.1\"\nlayers = []\n\
+         [apps.plone]\nrepository = \"https://example.org/site.git\"\n\
+         [attributes.plone_instances]\nper_cpu = 3\nzserver_threads = 4\n\
+         [attributes.haproxy]\nstats_password = \"inline-secret\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("opsworks.json"),
+        r#"{"plone_instances": {"per_cpu": 1.5}, "deploy": {"plone": {"always_buildout_on_deploy": true}}}"#,
+    )
+    .unwrap();
+    let out = provision(
+        dir.path(),
+        &["attributes", "--custom-json", "opsworks.json", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("inline-secret"), "secret printed: {stdout}");
+    let attributes: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(attributes["plone_instances"]["per_cpu"], 1.5, "the JSON wins");
+    assert_eq!(attributes["plone_instances"]["zserver_threads"], 4, "the stack stays");
+    assert_eq!(attributes["deploy"]["plone"]["always_build_on_deploy"], true, "alias");
+    assert_eq!(attributes["haproxy"]["balance"], "leastconn", "the default stays");
+}
