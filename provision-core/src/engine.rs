@@ -1,7 +1,6 @@
 //! The plan/apply engine: check every resource of a host in one round trip, work out what
 //! differs, and (when applying) fix all of it in one more.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use futures::StreamExt as _;
 
 use crate::facts::Facts;
 use crate::host::{Command, Host, HostError, SshTarget};
-use crate::resource::Resource;
+use crate::resource::{self, Resource};
 
 /// What a converge does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,10 +172,7 @@ pub async fn converge(host: &Host, resources: &[Resource], options: &Options<'_>
             .filter(|dep| changed_ids.iter().any(|c| c == dep))
             .map(str::to_string)
             .collect();
-        let state: Vec<&str> = states
-            .get(&index)
-            .map(|lines| lines.iter().map(String::as_str).collect())
-            .unwrap_or_default();
+        let state: Vec<&str> = states[index].iter().map(String::as_str).collect();
         match resource.drift(&state, &triggered) {
             Ok(None) => {}
             Ok(Some(drift)) => {
@@ -233,11 +229,8 @@ async fn check(
     host: &Host,
     resources: &[Resource],
     timeout: Option<Duration>,
-) -> Result<HashMap<usize, Vec<String>>, String> {
-    let mut script = String::with_capacity(resources.len() * 256);
-    for (index, resource) in resources.iter().enumerate() {
-        script.push_str(&resource.check_script(&index.to_string()));
-    }
+) -> Result<Vec<Vec<String>>, String> {
+    let mut script = resource::check_script(resources)?;
     script.push_str("echo @end\n");
     let mut command = Command::new(script);
     command.timeout = timeout;
@@ -250,19 +243,7 @@ async fn check(
             output.stderr_lossy().trim()
         ));
     }
-    let mut states: HashMap<usize, Vec<String>> = HashMap::new();
-    for line in stdout.lines() {
-        let Some(rest) = line.strip_prefix('@') else {
-            continue;
-        };
-        let Some((tag, value)) = rest.split_once(' ') else {
-            continue;
-        };
-        if let Ok(index) = tag.parse::<usize>() {
-            states.entry(index).or_default().push(value.to_string());
-        }
-    }
-    Ok(states)
+    Ok(resource::parse_check(resources, &stdout))
 }
 
 /// Run all fixes as one script. Each fix runs in a subshell with `set -e`; the first failure

@@ -58,21 +58,6 @@ impl File {
         hex::encode(Sha256::digest(&self.content))
     }
 
-    pub(crate) fn check_script(&self, tag: &str) -> String {
-        let p = quote(&self.path);
-        let want = self.sha256();
-        format!(
-            "if [ -L {p} ]; then echo \"@{tag} kind=link\"; \
-             elif [ -f {p} ]; then h=$(sha256sum < {p} | cut -d' ' -f1); \
-             echo \"@{tag} kind=file\"; echo \"@{tag} sha256=$h\"; \
-             echo \"@{tag} meta=$(stat -c '%U %G %a' {p})\"; \
-             if [ \"$h\" != {want} ] && [ \"$(stat -c %s {p})\" -le {DIFF_LIMIT} ]; then \
-             echo \"@{tag} old=$(base64 -w0 < {p})\"; fi; \
-             elif [ -e {p} ]; then echo \"@{tag} kind=other\"; \
-             else echo \"@{tag} kind=absent\"; fi\n"
-        )
-    }
-
     pub(crate) fn drift(&self, state: &[&str]) -> Result<Option<Drift>, String> {
         let kind = state_value(state, "kind").ok_or("no state reported")?;
         match kind {
@@ -105,7 +90,7 @@ impl File {
     fn drift_of_existing(&self, state: &[&str]) -> Result<Option<Drift>, String> {
         let mut summary = Vec::new();
         let mut diff = None;
-        let content_differs = state_value(state, "sha256") != Some(self.sha256().as_str());
+        let content_differs = state_value(state, "content") != Some("same");
         if content_differs {
             summary.push("content changed".to_string());
             diff = Some(match state_value(state, "old") {
@@ -167,6 +152,71 @@ impl File {
             ),
         )
     }
+}
+
+/// The check of many files in a constant number of processes: one `stat` for type, owner,
+/// group and mode of all of them, one `sha256sum -c` for all contents; only files whose content
+/// differs cost more (their old content is sent back for the diff).
+pub(crate) fn batch_check_script(files: &[&File]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let paths: Vec<String> = files.iter().map(|f| quote(&f.path)).collect();
+    let mut sums = String::new();
+    for file in files {
+        sums.push_str(&format!("{}  {}\n", file.sha256(), file.path));
+    }
+    format!(
+        "stat -c '@S %F|%U|%G|%a|%n' -- {paths} 2>/dev/null\n\
+         sha256sum -c --quiet 2>/dev/null <<'PROVISION_SUMS' | sed -n 's/: FAILED.*$//p' | \
+         while IFS= read -r p; do printf '@X %s\\n' \"$p\"; \
+         if [ -f \"$p\" ] && [ ! -L \"$p\" ] && [ \"$(stat -c %s -- \"$p\")\" -le {DIFF_LIMIT} ]; then \
+         printf '@O %s|' \"$p\"; base64 -w0 < \"$p\"; echo; fi; done\n{sums}PROVISION_SUMS\n",
+        paths = paths.join(" "),
+    )
+}
+
+/// Whether a path can go through [`batch_check_script`] (the `sha256sum -c` list format
+/// cannot hold newlines or backslashes).
+pub(crate) fn batchable(path: &str) -> bool {
+    !path.contains(['\n', '\\', '|'])
+}
+
+/// Turn the batch check's output into each file's state lines for [`File::drift`]:
+/// `kind=absent|file|link|other`, `meta=OWNER GROUP MODE`, `content=same|differs`, `old=B64`.
+pub(crate) fn batch_states(path: &str, output: &str) -> Vec<String> {
+    let mut kind = "absent";
+    let mut meta = None;
+    let mut differs = false;
+    let mut old = None;
+    for line in output.lines() {
+        if let Some(rest) = line.strip_prefix("@S ") {
+            let fields: Vec<&str> = rest.splitn(5, '|').collect();
+            if fields.len() == 5 && fields[4] == path {
+                kind = match fields[0] {
+                    "regular file" | "regular empty file" => "file",
+                    "symbolic link" => "link",
+                    _ => "other",
+                };
+                meta = Some(format!("{} {} {}", fields[1], fields[2], fields[3]));
+            }
+        } else if line.strip_prefix("@X ") == Some(path) {
+            differs = true;
+        } else if let Some((p, content)) = line.strip_prefix("@O ").and_then(|r| r.rsplit_once('|')) {
+            if p == path {
+                old = Some(content.to_string());
+            }
+        }
+    }
+    let mut state = vec![format!("kind={kind}")];
+    if let Some(meta) = meta {
+        state.push(format!("meta={meta}"));
+    }
+    state.push(format!("content={}", if differs { "differs" } else { "same" }));
+    if let Some(old) = old {
+        state.push(format!("old={old}"));
+    }
+    state
 }
 
 /// A unified diff of two versions of a file; binary content is described, not shown.

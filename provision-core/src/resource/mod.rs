@@ -63,16 +63,25 @@ impl Resource {
         }
     }
 
-    /// A shell fragment that prints this resource's state, every line starting with `@<tag> `.
-    pub(crate) fn check_script(&self, tag: &str) -> String {
+    /// The file this resource writes, if it is one (files and units are checked in one batch).
+    fn as_file(&self) -> Option<File> {
         match self {
-            Resource::File(r) => r.check_script(tag),
+            Resource::File(r) => Some(r.clone()),
+            Resource::Unit(r) => Some(r.file()),
+            _ => None,
+        }
+    }
+
+    /// A shell fragment that prints this resource's state, every line starting with `@<tag> `
+    /// (files and units: see [`check_script`]).
+    fn check_fragment(&self, tag: &str) -> String {
+        match self {
+            Resource::File(_) | Resource::Unit(_) => String::new(),
             Resource::Directory(r) => r.check_script(tag),
             Resource::Symlink(r) => r.check_script(tag),
             Resource::Packages(r) => r.check_script(tag),
             Resource::User(r) => r.check_script(tag),
             Resource::Group(r) => r.check_script(tag),
-            Resource::Unit(r) => r.file().check_script(tag),
             Resource::Service(r) => r.check_script(tag),
             Resource::Mount(r) => r.check_script(tag),
         }
@@ -131,4 +140,40 @@ pub(crate) fn state_value<'a>(state: &[&'a str], key: &str) -> Option<&'a str> {
 /// Parse an octal mode as printed by `stat -c %a`.
 pub(crate) fn parse_mode(text: &str) -> Option<u32> {
     u32::from_str_radix(text, 8).ok()
+}
+
+/// The check of all resources of a host as one script: files and units in one batch (a
+/// constant number of processes however many there are), every other resource one fragment.
+pub(crate) fn check_script(resources: &[Resource]) -> Result<String, String> {
+    let files: Vec<File> = resources.iter().filter_map(Resource::as_file).collect();
+    if let Some(bad) = files.iter().find(|f| !file::batchable(&f.path)) {
+        return Err(format!(
+            "file path {:?} holds a newline, a backslash or `|`, which provision does not support",
+            bad.path
+        ));
+    }
+    let mut script = file::batch_check_script(&files.iter().collect::<Vec<_>>());
+    for (index, resource) in resources.iter().enumerate() {
+        script.push_str(&resource.check_fragment(&index.to_string()));
+    }
+    Ok(script)
+}
+
+/// Each resource's state lines (tag stripped) from the output of [`check_script`].
+pub(crate) fn parse_check(resources: &[Resource], output: &str) -> Vec<Vec<String>> {
+    let mut states: Vec<Vec<String>> = vec![Vec::new(); resources.len()];
+    for line in output.lines() {
+        let Some((tag, value)) = line.strip_prefix('@').and_then(|r| r.split_once(' ')) else {
+            continue;
+        };
+        if let Some(state) = tag.parse::<usize>().ok().and_then(|i| states.get_mut(i)) {
+            state.push(value.to_string());
+        }
+    }
+    for (index, resource) in resources.iter().enumerate() {
+        if let Some(file) = resource.as_file() {
+            states[index] = file::batch_states(&file.path, output);
+        }
+    }
+    states
 }
