@@ -254,7 +254,8 @@ async fn apply(
     fixes: &[(usize, String)],
     timeout: Option<Duration>,
 ) -> Result<(), String> {
-    let mut script = String::from("set -u\numask 022\nerrf=$(mktemp)\ntrap 'rm -f \"$errf\"' EXIT\n");
+    let mut script =
+        String::from("set -u\numask 022\nerrf=$(mktemp)\ntrap 'rm -f \"$errf\"' EXIT\n");
     let mut reload_pending = false;
     let daemon_reload = |script: &mut String| {
         step(script, "daemon-reload", "systemctl daemon-reload\n");

@@ -142,7 +142,11 @@ for c in {probes}; do if command -v $c >/dev/null 2>&1; then echo "command=$c"; 
                 Err(reason) => reason,
             }
         } else {
-            format!("{}: {}", output.describe_exit(), output.stderr_lossy().trim())
+            format!(
+                "{}: {}",
+                output.describe_exit(),
+                output.stderr_lossy().trim()
+            )
         };
         Err(HostError::Other {
             host: host.name().to_string(),

@@ -2,13 +2,13 @@
 //! template environment and the stack model. Layer crates turn (stack, host, facts) into
 //! resources; this crate checks and applies them.
 
+pub mod engine;
+pub mod facts;
 pub mod host;
+pub mod phase;
+pub mod resource;
 pub mod shell;
 pub mod stack;
-pub mod testing;
-pub mod facts;
-pub mod engine;
-pub mod resource;
-pub mod template;
-pub mod phase;
 pub mod system;
+pub mod template;
+pub mod testing;

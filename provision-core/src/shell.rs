@@ -17,7 +17,10 @@ mod tests {
 
     #[test]
     fn plain_words_stay_bare() {
-        assert_eq!(quote("/etc/haproxy/haproxy.cfg"), "/etc/haproxy/haproxy.cfg");
+        assert_eq!(
+            quote("/etc/haproxy/haproxy.cfg"),
+            "/etc/haproxy/haproxy.cfg"
+        );
     }
 
     #[test]

@@ -105,7 +105,10 @@ mod tests {
         let err = t
             .render("test.conf.j2", &serde_json::json!({"servers": []}))
             .unwrap_err();
-        assert!(err.to_string().starts_with("template test.conf.j2:"), "{err}");
+        assert!(
+            err.to_string().starts_with("template test.conf.j2:"),
+            "{err}"
+        );
         assert!(err.to_string().contains("undefined"), "{err}");
     }
 

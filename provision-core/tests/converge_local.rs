@@ -20,9 +20,12 @@ fn options(mode: Mode) -> Options<'static> {
 fn files(dir: &str, count: usize, version: &str) -> Vec<Resource> {
     (0..count)
         .map(|i| {
-            File::new(format!("{dir}/conf-{i}.cfg"), format!("value = {i}\nversion = {version}\n"))
-                .mode(0o640)
-                .into()
+            File::new(
+                format!("{dir}/conf-{i}.cfg"),
+                format!("value = {i}\nversion = {version}\n"),
+            )
+            .mode(0o640)
+            .into()
         })
         .collect()
 }
@@ -40,7 +43,10 @@ async fn fifty_files_converge_then_a_second_run_changes_nothing_in_one_round_tri
     assert_eq!(first.round_trips, 2, "one check, one apply");
     let meta = fs::metadata(format!("{dir}/conf-7.cfg")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
-    assert_eq!(fs::read_to_string(format!("{dir}/conf-7.cfg")).unwrap(), "value = 7\nversion = 1\n");
+    assert_eq!(
+        fs::read_to_string(format!("{dir}/conf-7.cfg")).unwrap(),
+        "value = 7\nversion = 1\n"
+    );
 
     let second = engine::converge(&host, &resources, &options(Mode::Apply)).await;
     assert_eq!(second.outcome, Outcome::Unchanged, "{second:?}");
@@ -99,10 +105,16 @@ async fn a_failed_validation_keeps_the_live_file_and_names_the_resource() {
     let Outcome::Failed(message) = &report.outcome else {
         panic!("expected a failure, got {report:?}");
     };
-    assert!(message.contains(&format!("file:{}", path.display())), "{message}");
+    assert!(
+        message.contains(&format!("file:{}", path.display())),
+        "{message}"
+    );
     assert!(message.contains("config test failed"), "{message}");
     assert_eq!(fs::read_to_string(&path).unwrap(), "good\n");
-    let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "temporary file left behind: {names:?}");
 }
 
@@ -119,13 +131,19 @@ async fn directories_and_symlinks_converge_and_a_symlink_never_replaces_a_direct
     let me = users_name();
 
     let resources: Vec<Resource> = vec![
-        Directory::new(format!("{base}/data")).owner(&me.0, &me.1).mode(0o700).into(),
+        Directory::new(format!("{base}/data"))
+            .owner(&me.0, &me.1)
+            .mode(0o700)
+            .into(),
         Symlink::new(format!("{base}/current"), format!("{base}/releases/b")).into(),
     ];
     let report = engine::converge(&host, &resources, &options(Mode::Apply)).await;
     assert_eq!(report.outcome, Outcome::Changed, "{report:?}");
     assert_eq!(
-        fs::read_link(format!("{base}/current")).unwrap().to_str().unwrap(),
+        fs::read_link(format!("{base}/current"))
+            .unwrap()
+            .to_str()
+            .unwrap(),
         format!("{base}/releases/b")
     );
     let meta = fs::metadata(format!("{base}/data")).unwrap();
@@ -149,12 +167,19 @@ fn users_name() -> (String, String) {
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();
-    (lines.next().unwrap().to_string(), lines.next().unwrap().to_string())
+    (
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+    )
 }
 
 fn nix_uid() -> u32 {
     let out = std::process::Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -164,7 +189,9 @@ async fn a_failing_step_stops_the_run_before_later_resources() {
     let host = Host::local("local");
     let resources: Vec<Resource> = vec![
         File::new(format!("{dir}/first"), "1\n").into(),
-        File::new(format!("{dir}/second"), "2\n").validate("false").into(),
+        File::new(format!("{dir}/second"), "2\n")
+            .validate("false")
+            .into(),
         File::new(format!("{dir}/third"), "3\n").into(),
     ];
     let report = engine::converge(&host, &resources, &options(Mode::Apply)).await;
@@ -174,5 +201,8 @@ async fn a_failing_step_stops_the_run_before_later_resources() {
     assert!(message.contains(&format!("file:{dir}/second")), "{message}");
     assert!(fs::metadata(format!("{dir}/first")).is_ok());
     assert!(fs::metadata(format!("{dir}/second")).is_err());
-    assert!(fs::metadata(format!("{dir}/third")).is_err(), "the run went on after a failure");
+    assert!(
+        fs::metadata(format!("{dir}/third")).is_err(),
+        "the run went on after a failure"
+    );
 }

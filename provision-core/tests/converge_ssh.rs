@@ -67,7 +67,10 @@ async fn an_unreachable_host_fails_alone_while_the_others_converge() {
     assert!(results[0].is_ok());
     let error = results[1].as_ref().unwrap_err();
     assert_eq!(error.host(), "app2");
-    assert!(error.to_string().contains(&closed_port.to_string()), "{error}");
+    assert!(
+        error.to_string().contains(&closed_port.to_string()),
+        "{error}"
+    );
 
     let work: Vec<_> = results
         .into_iter()

@@ -18,7 +18,12 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct StackArgs {
     /// The stack file.
-    #[arg(long, short = 's', default_value = "stack.toml", env = "PROVISION_STACK")]
+    #[arg(
+        long,
+        short = 's',
+        default_value = "stack.toml",
+        env = "PROVISION_STACK"
+    )]
     pub stack: PathBuf,
     /// An OpsWorks Custom JSON file, deep-merged over the stack's [attributes].
     #[arg(long, value_name = "FILE")]

@@ -13,7 +13,10 @@ pub fn print_reports(reports: &[HostReport], json: bool, elapsed: Duration) {
             "hosts": reports,
             "elapsed_seconds": elapsed.as_secs_f64(),
         });
-        crate::out!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        crate::out!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
         return;
     }
     let (mut changed, mut unchanged, mut failed) = (0, 0, 0);
@@ -30,7 +33,11 @@ pub fn print_reports(reports: &[HostReport], json: bool, elapsed: Duration) {
                 } else {
                     "changed"
                 };
-                crate::out!("{}: {verb} {}", report.host, count(report.changes.len(), "resource"));
+                crate::out!(
+                    "{}: {verb} {}",
+                    report.host,
+                    count(report.changes.len(), "resource")
+                );
             }
             Outcome::Failed(error) => {
                 failed += 1;
@@ -73,7 +80,10 @@ pub fn count(n: usize, noun: &str) -> String {
 /// quietly, as it would for any Unix tool, instead of a panic.
 pub fn write_line(args: std::fmt::Arguments<'_>) {
     let mut stdout = std::io::stdout().lock();
-    if let Err(error) = stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")) {
+    if let Err(error) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
         if error.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }

@@ -183,7 +183,12 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
             let name = row["host"].as_str().unwrap_or_default();
             let layers = row["layers"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
                 .unwrap_or_default();
             if row["reachable"] == true {
                 let clients = row["plone_clients"]
@@ -208,7 +213,11 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::from(if any_failed { EXIT_HOST_FAILED } else { EXIT_OK }))
+    Ok(ExitCode::from(if any_failed {
+        EXIT_HOST_FAILED
+    } else {
+        EXIT_OK
+    }))
 }
 
 /// `run`: a one-off command on the selected hosts, in parallel; output per host.
@@ -218,9 +227,11 @@ pub async fn run_command(args: &StackArgs, command: &str) -> anyhow::Result<Exit
     let progress = StderrProgress::new();
     let (connected, failed) = connect(&session, &selected, &progress).await?;
     let timeout = session.command_timeout();
-    let runs = futures::future::join_all(connected.iter().map(|(host, _)| {
-        host.exec(Command::new(command.to_string()).timeout(timeout))
-    }))
+    let runs = futures::future::join_all(
+        connected
+            .iter()
+            .map(|(host, _)| host.exec(Command::new(command.to_string()).timeout(timeout))),
+    )
     .await;
     let mut results = Vec::new();
     let mut any_failed = !failed.is_empty();
@@ -275,7 +286,11 @@ pub async fn run_command(args: &StackArgs, command: &str) -> anyhow::Result<Exit
             }
         }
     }
-    Ok(ExitCode::from(if any_failed { EXIT_HOST_FAILED } else { EXIT_OK }))
+    Ok(ExitCode::from(if any_failed {
+        EXIT_HOST_FAILED
+    } else {
+        EXIT_OK
+    }))
 }
 
 /// Commands whose layers arrive later say so plainly.

@@ -30,13 +30,13 @@ impl Session {
                 provision_sandbox::Sandbox::new(stack.name())
                     .and_then(|sandbox| sandbox.inventory())
                     .with_context(|| {
-                    format!(
-                        "--sandbox: no running sandbox for stack `{}`; start it with \
+                        format!(
+                            "--sandbox: no running sandbox for stack `{}`; start it with \
                          `provision sandbox up --stack {}`",
-                        stack.name(),
-                        args.stack.display()
-                    )
-                })?,
+                            stack.name(),
+                            args.stack.display()
+                        )
+                    })?,
             )
         } else {
             None

@@ -73,7 +73,11 @@ fn a_missing_stack_file_is_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let out = provision(dir.path(), &["up", "--stack", "nope.toml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("nope.toml"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nope.toml"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -83,10 +87,18 @@ fn an_unknown_host_or_layer_is_bad_input_naming_the_nearest() {
     std::fs::write(dir.path().join("stack.toml"), stack_for(&sshd, "", "")).unwrap();
     let out = provision(dir.path(), &["plan", "--host", "web2"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("did you mean `web1`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("did you mean `web1`"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = provision(dir.path(), &["plan", "--layer", "plone_instance"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("plone_instances"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("plone_instances"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -119,7 +131,11 @@ fn deploy_says_plainly_that_it_is_not_available_yet() {
     .unwrap();
     let out = provision(dir.path(), &["deploy"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("does not have yet"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("does not have yet"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -155,11 +171,18 @@ fn plan_reports_each_host_failure_with_its_cause() {
     assert_eq!(hosts[1]["host"], "web2");
     assert_eq!(hosts[1]["outcome"]["status"], "failed");
     assert!(
-        hosts[1]["outcome"]["error"].as_str().unwrap().starts_with("connecting:"),
+        hosts[1]["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("connecting:"),
         "{report}"
     );
     // Progress went to stderr, per host.
-    assert!(text(&out.stderr).contains("[web1] gathering facts"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("[web1] gathering facts"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -168,7 +191,14 @@ fn run_executes_on_the_host_and_masks_secrets() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("stack.toml"), stack_for(&sshd, "", "")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_provision"))
-        .args(["run", "--", "echo", "hello", "$PROVISION_NOTHING", "topsecret-value"])
+        .args([
+            "run",
+            "--",
+            "echo",
+            "hello",
+            "$PROVISION_NOTHING",
+            "topsecret-value",
+        ])
         .current_dir(dir.path())
         .env("PROVISION_SECRET_HAPROXY_STATS_PASSWORD", "topsecret-value")
         .output()
@@ -177,7 +207,10 @@ fn run_executes_on_the_host_and_masks_secrets() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("web1: exit 0"), "{stdout}");
     assert!(stdout.contains("hello"), "{stdout}");
-    assert!(!stdout.contains("topsecret-value"), "secret printed: {stdout}");
+    assert!(
+        !stdout.contains("topsecret-value"),
+        "secret printed: {stdout}"
+    );
 
     let out = provision(dir.path(), &["run", "--", "exit", "3"]);
     assert_eq!(out.status.code(), Some(1));
@@ -209,7 +242,11 @@ fn a_changed_host_key_is_refused_by_the_cli() {
     sshd.regenerate_host_key_and_restart().unwrap();
     let out = provision(dir.path(), &["run", "--accept-new-host-keys", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("CHANGED"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("CHANGED"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -234,10 +271,25 @@ fn attributes_shows_the_custom_json_merged_over_the_stack_with_secrets_masked() 
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(!stdout.contains("inline-secret"), "secret printed: {stdout}");
+    assert!(
+        !stdout.contains("inline-secret"),
+        "secret printed: {stdout}"
+    );
     let attributes: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(attributes["plone_instances"]["per_cpu"], 1.5, "the JSON wins");
-    assert_eq!(attributes["plone_instances"]["zserver_threads"], 4, "the stack stays");
-    assert_eq!(attributes["deploy"]["plone"]["always_build_on_deploy"], true, "alias");
-    assert_eq!(attributes["haproxy"]["balance"], "leastconn", "the default stays");
+    assert_eq!(
+        attributes["plone_instances"]["per_cpu"], 1.5,
+        "the JSON wins"
+    );
+    assert_eq!(
+        attributes["plone_instances"]["zserver_threads"], 4,
+        "the stack stays"
+    );
+    assert_eq!(
+        attributes["deploy"]["plone"]["always_build_on_deploy"], true,
+        "alias"
+    );
+    assert_eq!(
+        attributes["haproxy"]["balance"], "leastconn",
+        "the default stays"
+    );
 }

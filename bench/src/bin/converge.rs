@@ -29,9 +29,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let targets = vec![("bench".to_string(), Connection::Ssh(sshd.target("root")))];
-    let (host, _) = engine::connect_all(&targets, 1, &Quiet)
-        .await
-        .remove(0)?;
+    let (host, _) = engine::connect_all(&targets, 1, &Quiet).await.remove(0)?;
     let options = Options {
         mode: Mode::Apply,
         command_timeout: None,
@@ -69,7 +67,9 @@ async fn main() -> anyhow::Result<()> {
 
     let batched_median = median(&mut batched);
     let single_median = median(&mut single);
-    println!("no-op converge of {count} file resources, one host, loopback sshd, median of {repeats}");
+    println!(
+        "no-op converge of {count} file resources, one host, loopback sshd, median of {repeats}"
+    );
     println!("{:<36} {:>12} {:>12}", "", "wall time", "round trips");
     println!(
         "{:<36} {:>10.1}ms {:>12}",
@@ -87,7 +87,9 @@ async fn main() -> anyhow::Result<()> {
         "ratio: {:.1}x faster, {}x fewer round trips (cores: {})",
         ms(single_median) / ms(batched_median),
         single_trips / batched_trips.max(1),
-        std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
     );
     Ok(())
 }

@@ -193,7 +193,11 @@ impl Host {
     /// Connect and authenticate over SSH, checking the host key against `target.known_hosts`.
     pub async fn connect_ssh(name: &str, target: &SshTarget) -> Result<Host, HostError> {
         let transport = ssh::SshTransport::connect(name, target).await?;
-        Ok(Host::wrap(name, Transport::Ssh(transport), target.user != "root"))
+        Ok(Host::wrap(
+            name,
+            Transport::Ssh(transport),
+            target.user != "root",
+        ))
     }
 
     fn wrap(name: &str, transport: Transport, sudo: bool) -> Host {

@@ -77,7 +77,10 @@ impl Directory {
         let mode = fields.next().and_then(parse_mode);
         let mut summary = Vec::new();
         if (owner, group) != (self.owner.as_str(), self.group.as_str()) {
-            summary.push(format!("owner {owner}:{group} -> {}:{}", self.owner, self.group));
+            summary.push(format!(
+                "owner {owner}:{group} -> {}:{}",
+                self.owner, self.group
+            ));
         }
         if mode != Some(self.mode) {
             summary.push(format!(

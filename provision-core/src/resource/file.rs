@@ -108,7 +108,10 @@ impl File {
         let (owner, group) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
         let mode = fields.next().and_then(parse_mode);
         if (owner, group) != (self.owner.as_str(), self.group.as_str()) {
-            summary.push(format!("owner {owner}:{group} -> {}:{}", self.owner, self.group));
+            summary.push(format!(
+                "owner {owner}:{group} -> {}:{}",
+                self.owner, self.group
+            ));
         }
         if mode != Some(self.mode) {
             summary.push(format!(
@@ -202,17 +205,20 @@ pub(crate) fn batch_states(path: &str, output: &str) -> Vec<String> {
             }
         } else if line.strip_prefix("@X ") == Some(path) {
             differs = true;
-        } else if let Some((p, content)) = line.strip_prefix("@O ").and_then(|r| r.rsplit_once('|')) {
-            if p == path {
-                old = Some(content.to_string());
-            }
+        } else if let Some((p, content)) = line.strip_prefix("@O ").and_then(|r| r.rsplit_once('|'))
+            && p == path
+        {
+            old = Some(content.to_string());
         }
     }
     let mut state = vec![format!("kind={kind}")];
     if let Some(meta) = meta {
         state.push(format!("meta={meta}"));
     }
-    state.push(format!("content={}", if differs { "differs" } else { "same" }));
+    state.push(format!(
+        "content={}",
+        if differs { "differs" } else { "same" }
+    ));
     if let Some(old) = old {
         state.push(format!("old={old}"));
     }

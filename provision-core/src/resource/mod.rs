@@ -89,7 +89,11 @@ impl Resource {
 
     /// Compare the state printed by the check (the lines with the tag stripped) with what is
     /// wanted. `triggered` lists the changed resources this one depends on (services only).
-    pub(crate) fn drift(&self, state: &[&str], triggered: &[String]) -> Result<Option<Drift>, String> {
+    pub(crate) fn drift(
+        &self,
+        state: &[&str],
+        triggered: &[String],
+    ) -> Result<Option<Drift>, String> {
         match self {
             Resource::File(r) => r.drift(state),
             Resource::Directory(r) => r.drift(state),
@@ -126,7 +130,9 @@ macro_rules! impl_from {
         }
     )*};
 }
-impl_from!(File, Directory, Symlink, Packages, User, Group, Unit, Service, Mount);
+impl_from!(
+    File, Directory, Symlink, Packages, User, Group, Unit, Service, Mount
+);
 
 /// The value of `key` in `key=value` state lines.
 pub(crate) fn state_value<'a>(state: &[&'a str], key: &str) -> Option<&'a str> {

@@ -113,14 +113,23 @@ impl Service {
         )
     }
 
-    pub(crate) fn drift(&self, state: &[&str], triggered: &[String]) -> Result<Option<Drift>, String> {
+    pub(crate) fn drift(
+        &self,
+        state: &[&str],
+        triggered: &[String],
+    ) -> Result<Option<Drift>, String> {
         let n = quote(&self.name);
         let enabled = state_value(state, "enabled").unwrap_or("");
         let active = state_value(state, "active").unwrap_or("");
         let mut summary = Vec::new();
         let mut fix = String::new();
         match self.enabled {
-            Some(true) if !matches!(enabled, "enabled" | "static" | "alias" | "indirect" | "generated") => {
+            Some(true)
+                if !matches!(
+                    enabled,
+                    "enabled" | "static" | "alias" | "indirect" | "generated"
+                ) =>
+            {
                 summary.push(format!("enable (is {})", or_unknown(enabled)));
                 if enabled == "masked" {
                     fix.push_str(&format!("systemctl unmask {n}\n"));

@@ -48,7 +48,10 @@ impl Symlink {
             (Some(current), _) => (format!("retarget {current} -> {}", self.target), switch),
             (None, Some("absent")) => (format!("create -> {}", self.target), switch),
             (None, Some(_)) if self.replace_existing => (
-                format!("replace existing file or directory with link -> {}", self.target),
+                format!(
+                    "replace existing file or directory with link -> {}",
+                    self.target
+                ),
                 format!("rm -rf {p}\n{switch}"),
             ),
             (None, Some(_)) => {

@@ -60,11 +60,16 @@ impl User {
             let group = match &self.group {
                 Some(g) => format!("--gid {}", quote(g)),
                 // The group may exist already (made by a Group resource or a package).
-                None => format!("$(getent group {n} >/dev/null && echo --gid {n} || echo --user-group)"),
+                None => {
+                    format!("$(getent group {n} >/dev/null && echo --gid {n} || echo --user-group)")
+                }
             };
             let system = if self.system { "--system " } else { "" };
             return Ok(Some(Drift {
-                summary: vec![format!("create user (home {}, shell {})", self.home, self.shell)],
+                summary: vec![format!(
+                    "create user (home {}, shell {})",
+                    self.home, self.shell
+                )],
                 diff: None,
                 fix: format!(
                     "useradd {system}{group} --home-dir {home} --create-home --shell {shell} {n}\n"

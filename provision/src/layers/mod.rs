@@ -64,7 +64,11 @@ fn check_supported(host: &HostSpec, facts: &Facts) -> anyhow::Result<()> {
         "host {} runs {} (package manager {}, init {}); provision supports Debian and Ubuntu \
          hosts with systemd",
         host.name,
-        if facts.os_pretty_name.is_empty() { &facts.os_id } else { &facts.os_pretty_name },
+        if facts.os_pretty_name.is_empty() {
+            &facts.os_id
+        } else {
+            &facts.os_pretty_name
+        },
         facts.package_manager.as_deref().unwrap_or("none found"),
         facts.init
     )
