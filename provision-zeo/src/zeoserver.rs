@@ -1,0 +1,464 @@
+//! The ZEO server of the `zeoserver` layer, in pip mode: a virtualenv with ZEO, `zeo.conf`
+//! (FileStorage `1` with its blob directory, bound to the host's private address), a systemd
+//! unit running `runzeo` as its own user, and the backup and pack jobs as systemd timers.
+//!
+//! The server runs as user `zeo` by default. When its blob directory is also the instances'
+//! shared blob directory (`shared-blob-dir on`), it must run as the instances' user instead:
+//! ZODB creates blob directories with mode 0700, so a second user could not write them.
+
+use std::net::IpAddr;
+
+use provision_core::phase::Phase;
+use provision_core::resource::{
+    Directory, File, Group, Packages, Resource, Service, Timer, Unit, User,
+};
+use provision_core::template::Templates;
+use serde::Serialize;
+
+use crate::venv::Venv;
+use crate::{Error, check_account, check_bind_address, check_path, invalid, socket_address};
+
+/// The systemd unit of the server.
+pub const SERVICE: &str = "zeoserver";
+/// The timer (and oneshot service) of the daily backup.
+pub const BACKUP_JOB: &str = "zeoserver-backup";
+/// The timer (and oneshot service) of the weekly pack.
+pub const PACK_JOB: &str = "zeoserver-pack";
+/// The backup script, also for operators (`provision-zeo-backup --full`).
+pub const BACKUP_SCRIPT: &str = "/usr/local/sbin/provision-zeo-backup";
+/// The restore script (see its head for the arguments).
+pub const RESTORE_SCRIPT: &str = "/usr/local/sbin/provision-zeo-restore";
+/// The storage name clients ask for.
+pub const STORAGE: &str = "1";
+/// The cookbook's ZEO port.
+pub const DEFAULT_PORT: u16 = 8001;
+
+/// The ZEO server's settings: `plone_zeoserver.*` and where things go on the host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ZeoServerSettings {
+    /// The host's private address; ZEO listens only there. `0.0.0.0` and `::` are refused.
+    pub bind_address: IpAddr,
+    /// Default 8001.
+    pub port: u16,
+    /// The user the server, backups and packs run as. Default `zeo`.
+    pub user: String,
+    pub group: String,
+    /// Make `user` a system user (off when another layer of the host makes it).
+    pub create_user: bool,
+    /// The virtualenv with ZEO. Default `/opt/provision/zeo`.
+    pub venv: String,
+    /// The interpreter that makes the virtualenv. Default `/usr/bin/python3`.
+    pub python: String,
+    /// pip requirement lines. Default the tested pins `ZEO==6.2`, `ZODB==6.4`.
+    pub requirements: Vec<String>,
+    /// `zeo.conf` and the requirements file. Default `/etc/provision/zeo`.
+    pub config_dir: String,
+    /// `plone_zeoserver.filestorage_dir`: holds `Data.fs`. Default `/var/lib/zeo/filestorage`.
+    pub filestorage_dir: String,
+    /// The server's blob directory (`plone_blobs.blob_dir` or the blob mount).
+    /// Default `/var/lib/zeo/blobstorage`.
+    pub blob_dir: String,
+    /// Default `/var/log/zeo` (`zeoserver.log`, rotated at 20 MB, 5 kept).
+    pub log_dir: String,
+    /// `plone_zeoserver.syslog_facility`: also log to syslog (`/dev/log`) with this facility.
+    pub syslog_facility: Option<String>,
+    /// `plone_zeoserver.syslog_level`. Default `INFO`.
+    pub syslog_level: String,
+    /// Garbage-collect unreachable objects when packing (`pack-gc`). Default `true`.
+    pub pack_gc: bool,
+    /// Keep `Data.fs.old` after a pack (`pack-keep-old`). Default `true`, as ZODB.
+    pub pack_keep_old: bool,
+    /// Default 100.
+    pub invalidation_queue_size: u32,
+    /// `plone_zeoserver.enable_backup`: daily repozo + blob snapshot. Default `false`.
+    pub enable_backup: bool,
+    /// Default `/var/backups/zeo` (`filestorage/` for repozo, `blobstorage/` for snapshots).
+    pub backup_dir: String,
+    /// Full backups kept, each with its incrementals and blob snapshots. Default 2.
+    pub backup_keep: u32,
+    /// systemd calendar of the backup. Default `*-*-* 21:00:00 UTC` (the cookbook's cron).
+    pub backup_on_calendar: String,
+    /// `plone_zeoserver.enable_pack`: weekly `zeopack`. Default `true`.
+    pub enable_pack: bool,
+    /// Days of history a pack keeps (`zeopack -d`). Default 7.
+    pub pack_days: u32,
+    /// systemd calendar of the pack. Default `Sun *-*-* 01:00:00 UTC` (the cookbook's cron).
+    pub pack_on_calendar: String,
+}
+
+impl ZeoServerSettings {
+    /// The cookbook's defaults, listening on `bind_address`.
+    pub fn new(bind_address: IpAddr) -> ZeoServerSettings {
+        ZeoServerSettings {
+            bind_address,
+            port: DEFAULT_PORT,
+            user: "zeo".to_string(),
+            group: "zeo".to_string(),
+            create_user: true,
+            venv: "/opt/provision/zeo".to_string(),
+            python: "/usr/bin/python3".to_string(),
+            requirements: vec!["ZEO==6.2".to_string(), "ZODB==6.4".to_string()],
+            config_dir: "/etc/provision/zeo".to_string(),
+            filestorage_dir: "/var/lib/zeo/filestorage".to_string(),
+            blob_dir: "/var/lib/zeo/blobstorage".to_string(),
+            log_dir: "/var/log/zeo".to_string(),
+            syslog_facility: None,
+            syslog_level: "INFO".to_string(),
+            pack_gc: true,
+            pack_keep_old: true,
+            invalidation_queue_size: 100,
+            enable_backup: false,
+            backup_dir: "/var/backups/zeo".to_string(),
+            backup_keep: 2,
+            backup_on_calendar: "*-*-* 21:00:00 UTC".to_string(),
+            enable_pack: true,
+            pack_days: 7,
+            pack_on_calendar: "Sun *-*-* 01:00:00 UTC".to_string(),
+        }
+    }
+
+    /// `host:port` of the server, as clients name it.
+    pub fn address(&self) -> String {
+        socket_address(self.bind_address, self.port)
+    }
+
+    pub fn config_path(&self) -> String {
+        format!("{}/zeo.conf", self.config_dir)
+    }
+
+    pub fn data_fs(&self) -> String {
+        format!("{}/Data.fs", self.filestorage_dir)
+    }
+
+    pub fn log_file(&self) -> String {
+        format!("{}/zeoserver.log", self.log_dir)
+    }
+
+    fn venv(&self) -> Venv<'_> {
+        Venv {
+            name: "zeo",
+            what: "ZEO server",
+            path: &self.venv,
+            python: &self.python,
+            requirements_path: format!("{}/requirements.txt", self.config_dir),
+            requirements: &self.requirements,
+        }
+    }
+
+    /// Refuse settings that cannot work, naming the setting.
+    pub fn check(&self) -> Result<(), Error> {
+        check_bind_address("bind_address", self.bind_address)?;
+        if self.port == 0 {
+            return Err(invalid("port", "0 is not a port"));
+        }
+        check_account("user", &self.user)?;
+        check_account("group", &self.group)?;
+        for (setting, path) in [
+            ("config_dir", &self.config_dir),
+            ("filestorage_dir", &self.filestorage_dir),
+            ("blob_dir", &self.blob_dir),
+            ("log_dir", &self.log_dir),
+            ("backup_dir", &self.backup_dir),
+        ] {
+            check_path(setting, path)?;
+        }
+        self.venv().check()?;
+        if let Some(facility) = &self.syslog_facility
+            && !SYSLOG_FACILITIES.contains(&facility.to_ascii_lowercase().as_str())
+        {
+            return Err(invalid(
+                "syslog_facility",
+                format!(
+                    "{facility:?} is not a syslog facility ({})",
+                    SYSLOG_FACILITIES.join(", ")
+                ),
+            ));
+        }
+        for (setting, level) in [("syslog_level", &self.syslog_level)] {
+            if !LOG_LEVELS.contains(&level.to_ascii_uppercase().as_str()) {
+                return Err(invalid(
+                    setting,
+                    format!("{level:?} is not a log level ({})", LOG_LEVELS.join(", ")),
+                ));
+            }
+        }
+        if self.backup_keep == 0 {
+            return Err(invalid("backup_keep", "keep at least 1 full backup"));
+        }
+        for (setting, calendar) in [
+            ("backup_on_calendar", &self.backup_on_calendar),
+            ("pack_on_calendar", &self.pack_on_calendar),
+        ] {
+            if calendar.trim().is_empty() || calendar.contains(['\n', '%', '$']) {
+                return Err(invalid(
+                    setting,
+                    format!("{calendar:?} is not a systemd calendar expression"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+const SYSLOG_FACILITIES: &[&str] = &[
+    "auth", "authpriv", "cron", "daemon", "kern", "lpr", "mail", "news", "security", "syslog",
+    "user", "uucp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+];
+const LOG_LEVELS: &[&str] = &[
+    "CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "BLATHER", "DEBUG", "TRACE", "ALL",
+];
+
+#[derive(Serialize)]
+struct ZeoConfContext {
+    path: String,
+    address: String,
+    invalidation_queue_size: u32,
+    data_fs: String,
+    blob_dir: String,
+    pack_gc: bool,
+    pack_keep_old: bool,
+    log_file: String,
+    log_level: &'static str,
+    syslog_facility: Option<String>,
+    syslog_level: String,
+}
+
+/// The rendered `zeo.conf`.
+pub fn zeo_conf(settings: &ZeoServerSettings, templates: &Templates) -> Result<String, Error> {
+    settings.check()?;
+    Ok(templates.render(
+        "zeo/zeo.conf.j2",
+        &ZeoConfContext {
+            path: settings.config_path(),
+            address: settings.address(),
+            invalidation_queue_size: settings.invalidation_queue_size,
+            data_fs: settings.data_fs(),
+            blob_dir: settings.blob_dir.clone(),
+            pack_gc: settings.pack_gc,
+            pack_keep_old: settings.pack_keep_old,
+            log_file: settings.log_file(),
+            log_level: "INFO",
+            syslog_facility: settings.syslog_facility.clone(),
+            syslog_level: settings.syslog_level.to_ascii_uppercase(),
+        },
+    )?)
+}
+
+#[derive(Serialize)]
+struct UnitContext<'a> {
+    address: String,
+    user: &'a str,
+    group: &'a str,
+    venv: &'a str,
+    config: String,
+    venv_unit: String,
+}
+
+/// The rendered `zeoserver.service`.
+pub fn unit(settings: &ZeoServerSettings, templates: &Templates) -> Result<String, Error> {
+    settings.check()?;
+    Ok(templates.render(
+        "zeo/zeoserver.service.j2",
+        &UnitContext {
+            address: settings.address(),
+            user: &settings.user,
+            group: &settings.group,
+            venv: &settings.venv,
+            config: settings.config_path(),
+            venv_unit: settings.venv().unit_name(),
+        },
+    )?)
+}
+
+#[derive(Serialize)]
+struct BackupContext<'a> {
+    repozo: String,
+    data_fs: String,
+    blob_dir: &'a str,
+    backup_dir: &'a str,
+    keep: u32,
+    user: &'a str,
+    group: &'a str,
+    service: &'static str,
+    backup_command: &'static str,
+    restore_command: &'static str,
+}
+
+fn backup_context(settings: &ZeoServerSettings) -> BackupContext<'_> {
+    BackupContext {
+        repozo: format!("{}/bin/repozo", settings.venv),
+        data_fs: settings.data_fs(),
+        blob_dir: &settings.blob_dir,
+        backup_dir: &settings.backup_dir,
+        keep: settings.backup_keep,
+        user: &settings.user,
+        group: &settings.group,
+        service: SERVICE,
+        backup_command: "provision-zeo-backup",
+        restore_command: "provision-zeo-restore",
+    }
+}
+
+/// The rendered backup script (installed as [`BACKUP_SCRIPT`]).
+pub fn backup_script(settings: &ZeoServerSettings, templates: &Templates) -> Result<String, Error> {
+    settings.check()?;
+    Ok(templates.render("zeo/zeo-backup.sh.j2", &backup_context(settings))?)
+}
+
+/// The rendered restore script (installed as [`RESTORE_SCRIPT`]).
+pub fn restore_script(
+    settings: &ZeoServerSettings,
+    templates: &Templates,
+) -> Result<String, Error> {
+    settings.check()?;
+    Ok(templates.render("zeo/zeo-restore.sh.j2", &backup_context(settings))?)
+}
+
+/// The check a new `zeo.conf` must pass before it replaces the live one (`{}` is its path):
+/// runzeo's own option parsing, which reads the whole config without opening the storage.
+pub fn validate_command(settings: &ZeoServerSettings) -> String {
+    format!(
+        "{}/bin/python -c 'import sys; from ZEO.runzeo import ZEOOptions; \
+         ZEOOptions().realize([\"-C\", sys.argv[1]])' {{}}",
+        settings.venv
+    )
+}
+
+/// The pack command of the weekly timer: `zeopack -d DAYS` against this server's storage 1.
+pub fn pack_command(settings: &ZeoServerSettings) -> String {
+    let zeopack = format!("{}/bin/zeopack", settings.venv);
+    match settings.bind_address {
+        // zeopack splits `host:port:storage` at colons, so IPv6 takes the older options.
+        IpAddr::V6(address) => format!(
+            "{zeopack} -d {} -h {address} -p {} -S {STORAGE}",
+            settings.pack_days, settings.port
+        ),
+        IpAddr::V4(address) => format!(
+            "{zeopack} -d {} {address}:{}:{STORAGE}",
+            settings.pack_days, settings.port
+        ),
+    }
+}
+
+/// The timer of the daily backup.
+pub fn backup_timer(settings: &ZeoServerSettings) -> Timer {
+    Timer {
+        name: BACKUP_JOB.to_string(),
+        description: format!(
+            "ZEO backup: repozo and blob snapshot into {}",
+            settings.backup_dir
+        ),
+        command: BACKUP_SCRIPT.to_string(),
+        user: settings.user.clone(),
+        on_calendar: settings.backup_on_calendar.clone(),
+        persistent: true,
+    }
+}
+
+/// The timer of the weekly pack.
+pub fn pack_timer(settings: &ZeoServerSettings) -> Timer {
+    Timer {
+        name: PACK_JOB.to_string(),
+        description: format!("ZEO pack, keeping {} days of history", settings.pack_days),
+        command: pack_command(settings),
+        user: settings.user.clone(),
+        on_calendar: settings.pack_on_calendar.clone(),
+        // A pack missed while the host was down waits for its next slot, not for the boot.
+        persistent: false,
+    }
+}
+
+/// What runs a job now, on the ZEO host (`provision backup`, `provision pack`): the job's
+/// oneshot service, which `systemctl start` waits for.
+pub fn run_now_command(job: &str) -> String {
+    format!("systemctl start {job}.service")
+}
+
+/// The ZEO server's resources for one phase.
+pub fn resources(
+    settings: &ZeoServerSettings,
+    phase: Phase,
+    templates: &Templates,
+) -> Result<Vec<Resource>, Error> {
+    settings.check()?;
+    let mut resources: Vec<Resource> = Vec::new();
+    let data_dir = |path: &str| -> Resource {
+        Directory::new(path)
+            .owner(&settings.user, &settings.group)
+            .mode(0o700)
+            .into()
+    };
+    match phase {
+        Phase::Setup => {
+            resources.push(Packages::new(["python3", "python3-venv", "rsync"]).into());
+            if settings.create_user {
+                let mut user = User::system(&settings.user);
+                if settings.group != settings.user {
+                    resources.push(Group::system(&settings.group).into());
+                    user = user.group(&settings.group);
+                }
+                resources.push(user.into());
+            }
+            for dir in [
+                &settings.filestorage_dir,
+                &settings.blob_dir,
+                &settings.log_dir,
+            ] {
+                resources.push(data_dir(dir));
+            }
+            if settings.enable_backup {
+                resources.push(data_dir(&settings.backup_dir));
+            }
+        }
+        Phase::Configure => {
+            let venv = settings.venv();
+            resources.push(
+                Directory::new(&settings.config_dir)
+                    .owner("root", &settings.group)
+                    .mode(0o750)
+                    .into(),
+            );
+            resources.extend(venv.resources(templates)?);
+            let config = File::new(settings.config_path(), zeo_conf(settings, templates)?)
+                .owner("root", &settings.group)
+                .mode(0o640)
+                .validate(validate_command(settings));
+            let unit = Unit::new(format!("{SERVICE}.service"), unit(settings, templates)?);
+            let restart_on = [
+                Resource::from(config.clone()).id(),
+                Resource::from(unit.clone()).id(),
+                venv.requirements_id(),
+            ];
+            resources.push(config.into());
+            resources.push(unit.into());
+            resources.push(
+                File::new(BACKUP_SCRIPT, backup_script(settings, templates)?)
+                    .mode(0o755)
+                    .into(),
+            );
+            resources.push(
+                File::new(RESTORE_SCRIPT, restore_script(settings, templates)?)
+                    .mode(0o755)
+                    .into(),
+            );
+            let mut service = Service::running(SERVICE);
+            for id in restart_on {
+                service = service.restart_on(id);
+            }
+            resources.push(service.into());
+            for (enabled, timer) in [
+                (settings.enable_backup, backup_timer(settings)),
+                (settings.enable_pack, pack_timer(settings)),
+            ] {
+                if enabled {
+                    resources.extend(timer.resources());
+                } else {
+                    // Turns off a timer an earlier configuration enabled; no-op when absent.
+                    resources.push(Service::stopped(format!("{}.timer", timer.name)).into());
+                }
+            }
+        }
+        Phase::Deploy => {}
+    }
+    Ok(resources)
+}
