@@ -206,3 +206,34 @@ async fn a_failing_step_stops_the_run_before_later_resources() {
         "the run went on after a failure"
     );
 }
+
+#[tokio::test]
+async fn a_script_resource_runs_its_fix_only_when_its_check_fails() {
+    use provision_core::resource::Script;
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("venv-ready");
+    let counter = tmp.path().join("fixes");
+    let m = marker.display();
+    let c = counter.display();
+    let resources: Vec<Resource> = vec![
+        Script::new(
+            "venv",
+            "create the virtualenv",
+            &format!("test -e {m}"),
+            &format!("echo run >> {c}; touch {m}"),
+        )
+        .into(),
+    ];
+    let plan = engine::converge(&Host::local("local"), &resources, &options(Mode::Plan)).await;
+    assert_eq!(plan.outcome, Outcome::Planned);
+    assert_eq!(plan.changes[0].summary, vec!["create the virtualenv"]);
+    assert!(!counter.exists(), "plan ran the fix");
+    for _ in 0..2 {
+        engine::converge(&Host::local("local"), &resources, &options(Mode::Apply)).await;
+    }
+    assert_eq!(
+        fs::read_to_string(&counter).unwrap(),
+        "run\n",
+        "the fix ran once"
+    );
+}

@@ -7,6 +7,7 @@ mod directory;
 mod file;
 mod mount;
 mod package;
+mod script;
 mod service;
 mod symlink;
 mod timer;
@@ -16,6 +17,7 @@ pub use directory::Directory;
 pub use file::File;
 pub use mount::Mount;
 pub use package::Packages;
+pub use script::Script;
 pub use service::{Service, ServiceState, Unit};
 pub use symlink::Symlink;
 pub use timer::Timer;
@@ -33,6 +35,7 @@ pub enum Resource {
     Unit(Unit),
     Service(Service),
     Mount(Mount),
+    Script(Script),
 }
 
 /// What a resource found to change, and how to change it.
@@ -60,6 +63,7 @@ impl Resource {
             Resource::Unit(r) => format!("unit:{}", r.name),
             Resource::Service(r) => format!("service:{}", r.name),
             Resource::Mount(r) => format!("mount:{}", r.mount_point),
+            Resource::Script(r) => format!("script:{}", r.name),
         }
     }
 
@@ -84,6 +88,7 @@ impl Resource {
             Resource::Group(r) => r.check_script(tag),
             Resource::Service(r) => r.check_script(tag),
             Resource::Mount(r) => r.check_script(tag),
+            Resource::Script(r) => r.check_script(tag),
         }
     }
 
@@ -104,6 +109,7 @@ impl Resource {
             Resource::Unit(r) => r.file().drift(state),
             Resource::Service(r) => r.drift(state, triggered),
             Resource::Mount(r) => r.drift(state),
+            Resource::Script(r) => r.drift(state),
         }
     }
 
@@ -131,7 +137,7 @@ macro_rules! impl_from {
     )*};
 }
 impl_from!(
-    File, Directory, Symlink, Packages, User, Group, Unit, Service, Mount
+    File, Directory, Symlink, Packages, User, Group, Unit, Service, Mount, Script
 );
 
 /// The value of `key` in `key=value` state lines.
