@@ -45,6 +45,8 @@ pub struct Facts {
     pub package_manager: Option<String>,
     /// Global-scope addresses of the host's interfaces.
     pub addresses: Vec<IpAddr>,
+    /// The kernel has IPv6 (services may bind `[::]`).
+    pub ipv6: bool,
     pub commands: BTreeSet<String>,
 }
 
@@ -72,6 +74,7 @@ if [ -d /run/systemd/system ]; then echo init=systemd; else echo "init=$(cat /pr
 for pm in apt-get dnf yum apk zypper; do if command -v $pm >/dev/null 2>&1; then echo "package_manager=$pm"; break; fi; done
 echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname)"
 if command -v ip >/dev/null 2>&1; then ip -o addr show scope global | awk '{{split($4, a, "/"); print "address=" a[1]}}'; fi
+if [ -e /proc/net/if_inet6 ]; then echo ipv6=yes; fi
 for c in {probes}; do if command -v $c >/dev/null 2>&1; then echo "command=$c"; fi; done
 "#
         )
@@ -90,6 +93,7 @@ for c in {probes}; do if command -v $c >/dev/null 2>&1; then echo "command=$c"; 
             init: String::new(),
             package_manager: None,
             addresses: Vec::new(),
+            ipv6: false,
             commands: BTreeSet::new(),
         };
         for line in output.lines() {
@@ -121,6 +125,7 @@ for c in {probes}; do if command -v $c >/dev/null 2>&1; then echo "command=$c"; 
                         facts.addresses.push(address);
                     }
                 }
+                "ipv6" => facts.ipv6 = value == "yes",
                 "command" => {
                     facts.commands.insert(value.to_string());
                 }
@@ -164,7 +169,7 @@ mod tests {
         let facts = Facts::parse(
             "os_id=debian\nos_version_id=12\nos_pretty_name=Debian GNU/Linux 12 (bookworm)\n\
              arch=x86_64\ncpus=4\nmemory_kib=2048000\ninit=systemd\npackage_manager=apt-get\n\
-             hostname=app1\naddress=10.77.0.11\naddress=fe80::1\ncommand=systemctl\ncommand=apt-get\n",
+             hostname=app1\naddress=10.77.0.11\naddress=fe80::1\nipv6=yes\ncommand=systemctl\ncommand=apt-get\n",
         )
         .unwrap();
         assert_eq!(facts.cpus, 4);
@@ -172,6 +177,7 @@ mod tests {
         assert!(facts.is_systemd());
         assert_eq!(facts.package_manager.as_deref(), Some("apt-get"));
         assert_eq!(facts.addresses.len(), 2);
+        assert!(facts.ipv6);
         assert!(facts.has_command("systemctl"));
         assert!(!facts.has_command("haproxy"));
     }

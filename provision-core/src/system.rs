@@ -92,3 +92,57 @@ pub fn resources(
     }
     Ok(resources)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templates() -> Templates {
+        Templates::new(TEMPLATES).unwrap()
+    }
+
+    #[test]
+    fn every_template_renders_its_example() {
+        for source in TEMPLATES {
+            let context: serde_json::Value = serde_json::from_str(source.example).unwrap();
+            let rendered = templates().render(source.name, &context).unwrap();
+            insta::assert_snapshot!(source.name.replace('/', "__"), rendered);
+        }
+    }
+
+    #[test]
+    fn each_setting_brings_its_resources() {
+        let none = SystemSettings::default();
+        for phase in Phase::ALL {
+            assert!(resources(&none, phase, &templates()).unwrap().is_empty());
+        }
+        let all = SystemSettings {
+            timezone: Some("Europe/Amsterdam".to_string()),
+            tmpfs_size: Some("1G".to_string()),
+            unattended_upgrades: Some(UnattendedUpgrades::default()),
+        };
+        let ids = |phase| {
+            resources(&all, phase, &templates())
+                .unwrap()
+                .iter()
+                .map(Resource::id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(Phase::Setup),
+            [
+                "file:/etc/timezone",
+                "symlink:/etc/localtime",
+                "mount:/tmp",
+                "packages:unattended-upgrades"
+            ]
+        );
+        assert_eq!(
+            ids(Phase::Configure),
+            [
+                "file:/etc/apt/apt.conf.d/20auto-upgrades",
+                "file:/etc/apt/apt.conf.d/51provision-unattended-upgrades"
+            ]
+        );
+    }
+}

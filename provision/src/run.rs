@@ -25,17 +25,30 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
     let templates = Templates::new(&layers::all_templates()).context("loading templates")?;
     let progress = StderrProgress::new();
 
-    let (connected, mut reports) = connect(&session, &selected, &progress).await?;
+    // Hosts whose facts discovery needs are reached too, but not converged.
+    let mut reach = selected.clone();
+    for host in &selected {
+        for other in layers::hosts_for_discovery(&session.stack, host) {
+            if !reach.iter().any(|h| h.name == other.name) {
+                reach.push(other);
+            }
+        }
+    }
+    let (connected, failed) = connect(&session, &reach, &progress).await?;
+    let is_selected = |name: &str| selected.iter().any(|h| h.name == name);
+    let mut reports: Vec<HostReport> = failed
+        .into_iter()
+        .filter(|r| is_selected(&r.host))
+        .collect();
     let all_facts: FactsByHost = connected
         .iter()
         .map(|(host, facts)| (host.name().to_string(), facts.clone()))
         .collect();
     let mut work = Vec::new();
     for (host, facts) in connected {
-        let spec = selected
-            .iter()
-            .find(|h| h.name == host.name())
-            .expect("connected hosts come from the selection");
+        let Some(spec) = selected.iter().find(|h| h.name == host.name()) else {
+            continue;
+        };
         let context = HostContext {
             stack: &session.stack,
             host: spec,

@@ -41,6 +41,10 @@ impl Session {
         } else {
             None
         };
+        let mut stack = stack;
+        if let Some(inventory) = &sandbox {
+            move_into_sandbox(&mut stack, inventory)?;
+        }
         let session = Session {
             stack,
             secrets,
@@ -112,20 +116,6 @@ impl Session {
             keepalive_interval: Duration::from_secs(15),
         };
         if let Some(inventory) = &self.sandbox {
-            let twin = inventory
-                .hosts
-                .iter()
-                .find(|h| h.name == host.name)
-                .ok_or_else(|| {
-                    BadInput(format!(
-                        "--sandbox: host {} is not in the running sandbox `{}`; restart it \
-                         with `provision sandbox up`",
-                        host.name, inventory.name
-                    ))
-                })?;
-            target.address = twin.address.to_string();
-            target.port = twin.port;
-            target.user = twin.user.clone();
             target.key_file = Some(inventory.key_file.clone());
             target.use_agent = false;
             target.known_hosts = inventory.known_hosts.clone();
@@ -144,6 +134,28 @@ impl Session {
     pub fn stack_path(&self) -> &Path {
         &self.args.stack
     }
+}
+
+/// With --sandbox, every host's address, port and user become its sandbox twin's, so that
+/// discovery (HAProxy backends, the ZEO address, ...) points at the sandbox too.
+fn move_into_sandbox(
+    stack: &mut Stack,
+    inventory: &provision_sandbox::Inventory,
+) -> Result<(), BadInput> {
+    for host in &mut stack.hosts {
+        let twin = inventory.host(&host.name).ok_or_else(|| {
+            BadInput(format!(
+                "--sandbox: host {} is not in the running sandbox `{}`; run \
+                 `provision sandbox up` again after changing the stack's hosts",
+                host.name, inventory.name
+            ))
+        })?;
+        host.address = twin.address.to_string();
+        host.private_address = None;
+        host.port = twin.port;
+        host.user = twin.user.clone();
+    }
+    Ok(())
 }
 
 fn nearest<'a>(wanted: &str, candidates: &[&'a str]) -> Option<&'a str> {

@@ -108,7 +108,7 @@ fn a_layer_not_built_yet_is_refused_before_any_host_is_touched() {
     std::fs::write(
         dir.path().join("stack.toml"),
         format!(
-            "[stack]\nname = \"x\"\n[hosts.db1]\naddress = \"127.0.0.1\"\nport = {}\nlayers = [\"zeoserver\"]\n",
+            "[stack]\nname = \"x\"\n[hosts.db1]\naddress = \"127.0.0.1\"\nport = {}\nlayers = [\"solr\"]\n",
             closed_port()
         ),
     )
@@ -116,7 +116,7 @@ fn a_layer_not_built_yet_is_refused_before_any_host_is_touched() {
     let out = provision(dir.path(), &["up"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("host db1: layer `zeoserver`"), "{stderr}");
+    assert!(stderr.contains("host db1: layer `solr`"), "{stderr}");
     assert!(stderr.contains("nothing was changed"), "{stderr}");
     assert!(!stderr.contains("connecting"), "it connected: {stderr}");
 }

@@ -53,6 +53,10 @@ impl Default for NginxPlone {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VarnishPlone {
+    /// Put Varnish between nginx and HAProxy on the `lb` hosts. Default false. (The cookbook
+    /// always installed Varnish; here it is a choice, and nginx proxies straight to HAProxy
+    /// without it.)
+    pub enable: bool,
     /// Seconds Varnish may serve stale content while it fetches a fresh copy. Default 60.
     pub grace: u32,
     /// Seconds to cache anonymous responses that carry no Cache-Control. Default 300.
@@ -62,6 +66,7 @@ pub struct VarnishPlone {
 impl Default for VarnishPlone {
     fn default() -> Self {
         VarnishPlone {
+            enable: false,
             grace: 60,
             default_ttl: 300,
         }

@@ -1,0 +1,109 @@
+//! The `lb` layer: nginx, optional Varnish, and HAProxy over every Plone client of the stack.
+
+use anyhow::Context as _;
+use provision_core::phase::Phase;
+use provision_core::resource::Resource;
+use provision_core::template::Templates;
+use provision_nginx::{
+    Backend, FrontendSettings, HaproxySettings, NginxSettings, Password, VarnishSettings,
+};
+
+use super::HostContext;
+
+pub fn resources(
+    context: &HostContext<'_>,
+    phase: Phase,
+    templates: &Templates,
+) -> anyhow::Result<Vec<Resource>> {
+    let settings = settings(context)?;
+    provision_nginx::resources(&settings, phase, templates)
+        .with_context(|| format!("host {}: the lb layer", context.host.name))
+}
+
+/// The frontend of one `lb` host, from the stack's attributes and the facts of every
+/// instance host (their CPU counts give the clients).
+pub fn settings(context: &HostContext<'_>) -> anyhow::Result<FrontendSettings> {
+    let stack = context.stack;
+    let attributes = stack.attributes();
+    let cpus = |name: &str| context.all_facts.get(name).map(|f| f.cpus);
+    let backends = stack
+        .haproxy_backends(&cpus)
+        .context("listing the Plone clients for HAProxy")?
+        .into_iter()
+        .map(|b| Backend {
+            name: b.name,
+            address: b.address,
+            port: b.port,
+            maxconn: b.maxconn,
+        })
+        .collect();
+    let haproxy = &attributes.haproxy;
+    let nginx = &attributes.nginx_plone;
+    let mut listen_addresses = vec!["0.0.0.0".to_string()];
+    if context.facts.ipv6 {
+        listen_addresses.push("[::]".to_string());
+    }
+    Ok(FrontendSettings {
+        site_id: attributes.plone_instances.site_id.clone(),
+        subsites: attributes
+            .plone_instances
+            .subsites
+            .clone()
+            .into_iter()
+            .collect(),
+        subsite_config: attributes
+            .plone_instances
+            .subsite_config
+            .clone()
+            .into_iter()
+            .collect(),
+        backends,
+        private_address: context.host.service_address().to_string(),
+        listen_addresses,
+        tls: None,
+        haproxy: HaproxySettings {
+            balance: haproxy.balance.clone(),
+            retries: haproxy.retries,
+            check_interval: haproxy.check_interval,
+            connect_timeout: haproxy.connect_timeout.clone(),
+            client_timeout: haproxy.client_timeout.clone(),
+            server_timeout: haproxy.server_timeout.clone(),
+            queue_timeout: haproxy.queue_timeout.clone(),
+            http_request_timeout: haproxy.http_request_timeout.clone(),
+            global_max_connections: haproxy.global_max_connections,
+            default_max_connections: haproxy.default_max_connections,
+            rise: haproxy.rise,
+            fall: haproxy.fall,
+            sticky_sessions: haproxy.sticky_sessions || attributes.plone_instances.sticky_sessions,
+            enable_stats: haproxy.enable_stats,
+            stats_url: haproxy.stats_url.clone(),
+            stats_user: haproxy.stats_user.clone(),
+            stats_password: haproxy
+                .stats_password
+                .as_ref()
+                .map(|p| Password(p.expose().to_string())),
+            health_check_url: haproxy.health_check_url.clone(),
+            health_check_method: haproxy.health_check_method.clone(),
+            stats_socket_path: haproxy.stats_socket_path.clone(),
+            stats_socket_level: haproxy.stats_socket_level.clone(),
+        },
+        nginx: NginxSettings {
+            enable_ssi: nginx.enable_ssi,
+            additional_servers: nginx.additional_servers.clone(),
+            additional_config: nginx.additional_config.clone(),
+            additional_ssl_config: nginx.additional_ssl_config.clone(),
+            default_config: nginx.default_config.clone(),
+            default_ssl_config: nginx.default_ssl_config.clone(),
+            proxy_port: nginx.proxy_port,
+            log_retention_days: nginx.log_retention_days,
+            force_reload: nginx.force_reload,
+            client_max_body_size: nginx.client_max_body_size.clone(),
+        },
+        varnish: attributes.varnish_plone.enable.then(|| VarnishSettings {
+            grace: attributes.varnish_plone.grace,
+            default_ttl: attributes.varnish_plone.default_ttl,
+            ..VarnishSettings::default()
+        }),
+        ..FrontendSettings::default()
+    })
+}
