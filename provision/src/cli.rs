@@ -87,6 +87,11 @@ pub enum CommandKind {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Back up the ZEO database now (repozo and a blob snapshot) on the zeoserver host.
+    Backup(StackArgs),
+    /// Pack the database now: zeopack on the zeoserver host, or zodbpack on the db_packing
+    /// host for RelStorage.
+    Pack(StackArgs),
     /// Print the stack's effective attributes: the defaults, the stack's [attributes] and the
     /// custom JSON merged, secrets masked. Reads no host.
     Attributes(StackArgs),

@@ -73,6 +73,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         CommandKind::Rollback { .. } => run::not_yet("rollback"),
         CommandKind::Restart(_) => run::not_yet("restart"),
         CommandKind::Attributes(args) => run::attributes(&args),
+        CommandKind::Backup(args) => run::run_job(&args, run::Job::Backup).await,
+        CommandKind::Pack(args) => run::run_job(&args, run::Job::Pack).await,
         CommandKind::Sandbox(args) => sandbox_cmd::run(args).await,
     }
 }

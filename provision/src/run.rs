@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use provision_core::engine::{self, Connection, HostReport, Mode, Options, Outcome};
+use provision_core::engine::{self, Connection, HostReport, Mode, Options, Outcome, Progress as _};
 use provision_core::facts::Facts;
 use provision_core::host::{Command, Host, HostError};
 use provision_core::phase::Phase;
@@ -164,7 +164,12 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
     for (spec, result) in selected.iter().zip(results) {
         let layers: Vec<&str> = spec.layers.iter().map(|l| l.as_str()).collect();
         let row = match result {
-            Ok((_, facts)) => serde_json::json!({
+            Ok((host, facts)) => serde_json::json!({
+                "haproxy": if spec.has_layer(provision_core::stack::Layer::Lb) {
+                    haproxy_servers(&host, &session).await
+                } else {
+                    serde_json::Value::Null
+                },
                 "host": spec.name,
                 "address": spec.address,
                 "reachable": true,
@@ -217,6 +222,7 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
                     row["init"].as_str().unwrap_or_default(),
                     if layers.is_empty() { "none" } else { &layers },
                 );
+                print_haproxy(&row["haproxy"]);
             } else {
                 crate::out!(
                     "{name} ({}): UNREACHABLE: {}",
@@ -231,6 +237,135 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
     } else {
         EXIT_OK
     }))
+}
+
+/// The state of every server in HAProxy on an `lb` host, through its runtime socket.
+async fn haproxy_servers(host: &Host, session: &Session) -> serde_json::Value {
+    use provision_nginx::haproxy_runtime::{parse_show_stat, show_stat, socket_shell_command};
+    let socket = &session.stack.attributes().haproxy.stats_socket_path;
+    let command = match show_stat(provision_nginx::haproxy::BACKEND) {
+        Ok(command) => socket_shell_command(socket, &command),
+        Err(error) => return serde_json::json!({"error": error.to_string()}),
+    };
+    let answer = match host.exec(Command::new(command)).await {
+        Ok(output) if output.success() => output.stdout_lossy(),
+        Ok(output) => {
+            return serde_json::json!({
+                "error": format!("HAProxy's socket {socket} did not answer: {}", output.stderr_lossy().trim())
+            });
+        }
+        Err(error) => return serde_json::json!({"error": error.to_string()}),
+    };
+    match parse_show_stat(&answer) {
+        Ok(servers) => serde_json::Value::Array(
+            servers
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "server": s.name,
+                        "status": format!("{:?}", s.status).to_uppercase(),
+                        "check": s.check_status,
+                        "sessions": s.current_sessions,
+                        "queued": s.queued,
+                        "served": s.total_sessions,
+                    })
+                })
+                .collect(),
+        ),
+        Err(error) => serde_json::json!({"error": error.to_string()}),
+    }
+}
+
+fn print_haproxy(haproxy: &serde_json::Value) {
+    if let Some(error) = haproxy["error"].as_str() {
+        crate::out!("  haproxy: {error}");
+    } else if let Some(servers) = haproxy.as_array() {
+        crate::out!("  haproxy backend {}:", provision_nginx::haproxy::BACKEND);
+        for s in servers {
+            crate::out!(
+                "    {:<16} {:<10} check {:<8} sessions {:<4} served {}",
+                s["server"].as_str().unwrap_or_default(),
+                s["status"].as_str().unwrap_or_default(),
+                s["check"].as_str().unwrap_or_default(),
+                s["sessions"],
+                s["served"]
+            );
+        }
+    }
+}
+
+/// `backup` and `pack`: start a job's oneshot unit on the hosts that run it, wait for it, and
+/// show its log when it fails.
+pub async fn run_job(args: &StackArgs, job: Job) -> anyhow::Result<ExitCode> {
+    let session = Session::load(args)?;
+    let stack = &session.stack;
+    let (hosts, unit, missing): (Vec<&provision_core::stack::HostSpec>, &str, &str) = match job {
+        Job::Backup => (
+            stack.hosts_with(provision_core::stack::Layer::Zeoserver),
+            provision_zeo::zeoserver::BACKUP_JOB,
+            "a host with the zeoserver layer and plone_zeoserver.enable_backup = true",
+        ),
+        Job::Pack if stack.attributes().plone_instances.enable_relstorage => (
+            stack.pack_host().into_iter().collect(),
+            provision_zeo::packing::PACK_JOB,
+            "a host with the db_packing layer",
+        ),
+        Job::Pack => (
+            stack.hosts_with(provision_core::stack::Layer::Zeoserver),
+            provision_zeo::zeoserver::PACK_JOB,
+            "a host with the zeoserver layer and plone_zeoserver.enable_pack = true",
+        ),
+    };
+    if hosts.is_empty() {
+        return Err(BadInput(format!("nothing to run: the stack needs {missing}")).into());
+    }
+    let progress = StderrProgress::new();
+    let (connected, failed) = connect(&session, &hosts, &progress).await?;
+    let mut any_failed = !failed.is_empty();
+    for report in &failed {
+        if let Outcome::Failed(error) = &report.outcome {
+            crate::out!("{}: FAILED: {error}", report.host);
+        }
+    }
+    for (host, _) in &connected {
+        progress.step(host.name(), &format!("running {unit}"));
+        let script = format!(
+            "if ! systemctl cat {unit}.service >/dev/null 2>&1; then \
+             echo 'the {unit} job is not installed: enable it in the stack and run provision up' >&2; exit 3; fi\n\
+             systemctl start {unit}.service || {{ rc=$?; journalctl -u {unit}.service -n 30 --no-pager >&2; exit $rc; }}"
+        );
+        let output = host
+            .exec(Command::new(script).timeout(session.command_timeout()))
+            .await;
+        match output {
+            Ok(output) if output.success() => crate::out!("{}: {unit} done", host.name()),
+            Ok(output) => {
+                any_failed = true;
+                crate::out!(
+                    "{}: {unit} FAILED ({}):\n{}",
+                    host.name(),
+                    output.describe_exit(),
+                    session.mask(output.stderr_lossy().trim())
+                );
+            }
+            Err(error) => {
+                any_failed = true;
+                crate::out!("{}: FAILED: {error}", host.name());
+            }
+        }
+    }
+    Ok(ExitCode::from(if any_failed {
+        EXIT_HOST_FAILED
+    } else {
+        EXIT_OK
+    }))
+}
+
+/// The database jobs that can be run now.
+#[derive(Debug, Clone, Copy)]
+pub enum Job {
+    Backup,
+    Pack,
 }
 
 /// `run`: a one-off command on the selected hosts, in parallel; output per host.

@@ -293,3 +293,21 @@ fn attributes_shows_the_custom_json_merged_over_the_stack_with_secrets_masked() 
         "the default stays"
     );
 }
+
+#[test]
+fn backup_without_a_zeo_server_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("stack.toml"),
+        "[stack]\nname = \"x\"\n[hosts.a]\naddress = \"10.0.0.1\"\nlayers = []\n",
+    )
+    .unwrap();
+    let out = provision(dir.path(), &["backup"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("nothing to run: the stack needs a host with the zeoserver layer"),
+        "{}",
+        text(&out.stderr)
+    );
+}
