@@ -47,6 +47,9 @@ pub struct Facts {
     pub addresses: Vec<IpAddr>,
     /// The kernel has IPv6 (services may bind `[::]`).
     pub ipv6: bool,
+    /// The hard limit of open files (`ulimit -Hn`) a service can raise itself to; `None` is
+    /// unlimited.
+    pub open_files_limit: Option<u64>,
     pub commands: BTreeSet<String>,
 }
 
@@ -75,6 +78,7 @@ for pm in apt-get dnf yum apk zypper; do if command -v $pm >/dev/null 2>&1; then
 echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname)"
 if command -v ip >/dev/null 2>&1; then ip -o addr show scope global | awk '{{split($4, a, "/"); print "address=" a[1]}}'; fi
 if [ -e /proc/net/if_inet6 ]; then echo ipv6=yes; fi
+echo "open_files_limit=$(ulimit -Hn)"
 for c in {probes}; do if command -v $c >/dev/null 2>&1; then echo "command=$c"; fi; done
 "#
         )
@@ -94,6 +98,7 @@ for c in {probes}; do if command -v $c >/dev/null 2>&1; then echo "command=$c"; 
             package_manager: None,
             addresses: Vec::new(),
             ipv6: false,
+            open_files_limit: None,
             commands: BTreeSet::new(),
         };
         for line in output.lines() {
@@ -126,6 +131,7 @@ for c in {probes}; do if command -v $c >/dev/null 2>&1; then echo "command=$c"; 
                     }
                 }
                 "ipv6" => facts.ipv6 = value == "yes",
+                "open_files_limit" => facts.open_files_limit = value.parse().ok(),
                 "command" => {
                     facts.commands.insert(value.to_string());
                 }
@@ -169,7 +175,7 @@ mod tests {
         let facts = Facts::parse(
             "os_id=debian\nos_version_id=12\nos_pretty_name=Debian GNU/Linux 12 (bookworm)\n\
              arch=x86_64\ncpus=4\nmemory_kib=2048000\ninit=systemd\npackage_manager=apt-get\n\
-             hostname=app1\naddress=10.77.0.11\naddress=fe80::1\nipv6=yes\ncommand=systemctl\ncommand=apt-get\n",
+             hostname=app1\naddress=10.77.0.11\naddress=fe80::1\nipv6=yes\nopen_files_limit=20000\ncommand=systemctl\ncommand=apt-get\n",
         )
         .unwrap();
         assert_eq!(facts.cpus, 4);
@@ -178,6 +184,7 @@ mod tests {
         assert_eq!(facts.package_manager.as_deref(), Some("apt-get"));
         assert_eq!(facts.addresses.len(), 2);
         assert!(facts.ipv6);
+        assert_eq!(facts.open_files_limit, Some(20000));
         assert!(facts.has_command("systemctl"));
         assert!(!facts.has_command("haproxy"));
     }

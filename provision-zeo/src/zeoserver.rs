@@ -315,11 +315,13 @@ pub fn restore_script(
 }
 
 /// The check a new `zeo.conf` must pass before it replaces the live one (`{}` is its path):
-/// runzeo's own option parsing, which reads the whole config without opening the storage.
+/// ZConfig loads it against runzeo's schema. Loading makes no side effects: realizing the
+/// options (`ZEOOptions().realize`) would open the log file as root, and the server, running
+/// as its own user, could then not write it.
 pub fn validate_command(settings: &ZeoServerSettings) -> String {
     format!(
-        "{}/bin/python -c 'import sys; from ZEO.runzeo import ZEOOptions; \
-         ZEOOptions().realize([\"-C\", sys.argv[1]])' {{}}",
+        "{}/bin/python -c 'import os, sys, ZConfig, ZEO; \
+         ZConfig.loadConfig(ZConfig.loadSchema(os.path.join(os.path.dirname(ZEO.__file__), \"schema.xml\")), sys.argv[1])' {{}}",
         settings.venv
     )
 }

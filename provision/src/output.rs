@@ -8,6 +8,7 @@ use provision_core::engine::{HostReport, Outcome};
 
 /// Print the reports; `verb` is what happened to a changed host ("would change", "changed").
 pub fn print_reports(reports: &[HostReport], json: bool, elapsed: Duration) {
+    let planned = reports.iter().any(|r| r.outcome == Outcome::Planned);
     if json {
         let value = serde_json::json!({
             "hosts": reports,
@@ -60,8 +61,9 @@ pub fn print_reports(reports: &[HostReport], json: bool, elapsed: Duration) {
         }
     }
     crate::out!(
-        "{} to change, {} up to date, {} failed ({:.1}s)",
+        "{} {}, {} up to date, {} failed ({:.1}s)",
         count(changed, "host"),
+        if planned { "to change" } else { "changed" },
         unchanged,
         failed,
         elapsed.as_secs_f64()

@@ -143,11 +143,26 @@ impl Service {
             _ => {}
         }
         let running = active == "active" || active == "reloading";
+        // What a change of a dependency asks for: restart wins over reload.
+        let wanted_action = if triggered.iter().any(|id| self.restart_on.contains(id)) {
+            "restart"
+        } else {
+            "reload"
+        };
         let mut started = false;
         match self.state {
             Some(ServiceState::Running) if !running => {
                 summary.push(format!("start (is {})", or_unknown(active)));
-                fix.push_str(&format!("systemctl start {n}\n"));
+                if triggered.is_empty() {
+                    fix.push_str(&format!("systemctl start {n}\n"));
+                } else {
+                    // A package installed earlier in this run may have started the service
+                    // with its default config already: then it must pick up ours.
+                    fix.push_str(&format!(
+                        "if systemctl is-active --quiet {n}; then systemctl {wanted_action} {n}; \
+                         else systemctl start {n}; fi\n"
+                    ));
+                }
                 started = true;
             }
             Some(ServiceState::Stopped) if active != "inactive" && !active.is_empty() => {
@@ -158,18 +173,11 @@ impl Service {
         }
         let wants_running = self.state != Some(ServiceState::Stopped);
         if !started && wants_running && running && !triggered.is_empty() {
-            let restart: Vec<&String> = triggered
-                .iter()
-                .filter(|id| self.restart_on.contains(id))
-                .collect();
-            if restart.is_empty() {
-                summary.push(format!("reload (changed: {})", triggered.join(", ")));
-                fix.push_str(&format!("systemctl reload {n}\n"));
-            } else {
-                let ids: Vec<&str> = restart.iter().map(|s| s.as_str()).collect();
-                summary.push(format!("restart (changed: {})", ids.join(", ")));
-                fix.push_str(&format!("systemctl restart {n}\n"));
-            }
+            summary.push(format!(
+                "{wanted_action} (changed: {})",
+                triggered.join(", ")
+            ));
+            fix.push_str(&format!("systemctl {wanted_action} {n}\n"));
         }
         Ok((!summary.is_empty()).then_some(Drift {
             summary,

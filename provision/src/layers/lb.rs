@@ -20,6 +20,34 @@ pub fn resources(
         .with_context(|| format!("host {}: the lb layer", context.host.name))
 }
 
+/// HAProxy's process `maxconn`: what the stack says, or as much as the host's open-file limit
+/// allows (two descriptors a connection, some to spare), at most OpsWorks' 80000. HAProxy
+/// refuses to start when it cannot raise its limit that far, so too big a value is an error
+/// here, before anything changes.
+fn haproxy_max_connections(context: &HostContext<'_>) -> anyhow::Result<u32> {
+    const MOST: u32 = 80_000;
+    const SPARE: u64 = 100;
+    let host_allows = context
+        .facts
+        .open_files_limit
+        .map(|limit| u32::try_from(limit.saturating_sub(SPARE) / 2).unwrap_or(u32::MAX));
+    match (
+        context.stack.attributes().haproxy.global_max_connections,
+        host_allows,
+    ) {
+        (Some(wanted), Some(allowed)) if wanted > allowed => anyhow::bail!(
+            "host {}: haproxy.global_max_connections = {wanted} needs {} open files, but the \
+             host allows {}: lower it to {allowed} or less, or raise the host's limit",
+            context.host.name,
+            u64::from(wanted) * 2 + SPARE,
+            context.facts.open_files_limit.unwrap_or_default()
+        ),
+        (Some(wanted), _) => Ok(wanted),
+        (None, Some(allowed)) => Ok(allowed.min(MOST)),
+        (None, None) => Ok(MOST),
+    }
+}
+
 /// The frontend of one `lb` host, from the stack's attributes and the facts of every
 /// instance host (their CPU counts give the clients).
 pub fn settings(context: &HostContext<'_>) -> anyhow::Result<FrontendSettings> {
@@ -38,6 +66,7 @@ pub fn settings(context: &HostContext<'_>) -> anyhow::Result<FrontendSettings> {
         })
         .collect();
     let haproxy = &attributes.haproxy;
+    let max_connections = haproxy_max_connections(context)?;
     let nginx = &attributes.nginx_plone;
     let mut listen_addresses = vec!["0.0.0.0".to_string()];
     if context.facts.ipv6 {
@@ -70,8 +99,8 @@ pub fn settings(context: &HostContext<'_>) -> anyhow::Result<FrontendSettings> {
             server_timeout: haproxy.server_timeout.clone(),
             queue_timeout: haproxy.queue_timeout.clone(),
             http_request_timeout: haproxy.http_request_timeout.clone(),
-            global_max_connections: haproxy.global_max_connections,
-            default_max_connections: haproxy.default_max_connections,
+            global_max_connections: max_connections,
+            default_max_connections: haproxy.default_max_connections.unwrap_or(max_connections),
             rise: haproxy.rise,
             fall: haproxy.fall,
             sticky_sessions: haproxy.sticky_sessions || attributes.plone_instances.sticky_sessions,

@@ -96,10 +96,12 @@ pub struct Haproxy {
     pub queue_timeout: String,
     /// `timeout http-request`. Default `"30s"`.
     pub http_request_timeout: String,
-    /// `maxconn` of the HAProxy process. Default 80000.
-    pub global_max_connections: u32,
-    /// `maxconn` of the `defaults` section. Default 80000.
-    pub default_max_connections: u32,
+    /// `maxconn` of the HAProxy process. Default: as many as the host's open-file limit
+    /// allows (HAProxy needs two descriptors per connection), at most 80000 (OpsWorks'
+    /// value). A value the host cannot give is an error that says so.
+    pub global_max_connections: Option<u32>,
+    /// `maxconn` of the `defaults` section. Default: `global_max_connections`.
+    pub default_max_connections: Option<u32>,
     /// Successful checks before a client is up again. Default 1.
     pub rise: u32,
     /// Failed checks before a client is down. Default 5.
@@ -141,8 +143,8 @@ impl Default for Haproxy {
             server_timeout: "900s".to_string(),
             queue_timeout: "120s".to_string(),
             http_request_timeout: "30s".to_string(),
-            global_max_connections: 80_000,
-            default_max_connections: 80_000,
+            global_max_connections: None,
+            default_max_connections: None,
             rise: 1,
             fall: 5,
             sticky_sessions: false,
