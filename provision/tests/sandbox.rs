@@ -112,7 +112,8 @@ fn the_base_system_converges_and_a_second_up_changes_nothing() {
         "[hosts.web1]\naddress = \"192.0.2.1\"\nlayers = []\n\
          [hosts.web2]\naddress = \"192.0.2.2\"\nlayers = []\n\
          [attributes.system]\ntimezone = \"Europe/Amsterdam\"\n\
-         [attributes.apt.unattended_upgrades]\nmail = \"ops@example.org\"\n",
+         [attributes.apt.unattended_upgrades]\nmail = \"ops@example.org\"\n\
+         [attributes.tmpdir]\ntmpfs = true\ntmpfs_size = \"64M\"\n",
     );
     let web1 = hosts.host("web1");
 
@@ -154,12 +155,27 @@ fn the_base_system_converges_and_a_second_up_changes_nothing() {
     let check = hosts.ssh(
         web1,
         "cat /etc/timezone; readlink /etc/localtime; dpkg-query -W -f='${db:Status-Status}' unattended-upgrades; \
-         grep -c ops@example.org /etc/apt/apt.conf.d/51provision-unattended-upgrades",
+         grep -c ops@example.org /etc/apt/apt.conf.d/51provision-unattended-upgrades; \
+         awk '$2 == \"/tmp\" {print $3, $4}' /proc/self/mounts; grep -c '^tmpfs /tmp tmpfs' /etc/fstab",
     );
+    let stdout = text(&check.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
-        text(&check.stdout),
-        "Europe/Amsterdam\n/usr/share/zoneinfo/Europe/Amsterdam\ninstalled1\n"
+        lines[..3],
+        [
+            "Europe/Amsterdam",
+            "/usr/share/zoneinfo/Europe/Amsterdam",
+            "installed1"
+        ],
+        "{stdout}"
     );
+    // /tmp is a 64 MiB tmpfs now (remounted in place: it was busy), and stays one at boot.
+    assert!(lines[3].starts_with("tmpfs "), "{stdout}");
+    assert!(
+        lines[3].contains("size=65536k") && lines[3].contains("noatime"),
+        "{stdout}"
+    );
+    assert_eq!(lines[4], "1", "{stdout}");
 
     // A second up: nothing to do, one round trip per host after the facts.
     let out = provision(dir.path(), &["up", "--sandbox", "--json"], &[]);

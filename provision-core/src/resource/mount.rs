@@ -30,13 +30,16 @@ impl Mount {
         let m = quote(&self.mount_point);
         format!(
             "echo \"@{tag} fstab=$(awk -v m={m} '$1 !~ /^#/ && $2 == m {{print $1 \" \" $3 \" \" $4}}' /etc/fstab | head -n 1)\"; \
-             echo \"@{tag} mounted=$(awk -v m={m} '$2 == m {{print $1}}' /proc/self/mounts | tail -n 1)\"\n"
+             echo \"@{tag} mounted=$(awk -v m={m} '$2 == m {{print $1 \" \" $3}}' /proc/self/mounts | tail -n 1)\"\n"
         )
     }
 
     pub(crate) fn drift(&self, state: &[&str]) -> Result<Option<Drift>, String> {
         let fstab = state_value(state, "fstab").ok_or("no state reported")?;
-        let mounted = !state_value(state, "mounted").unwrap_or("").is_empty();
+        let mounted_as = state_value(state, "mounted").unwrap_or("");
+        let mounted = !mounted_as.is_empty();
+        // The same filesystem takes new options in place; another one must be swapped.
+        let same_filesystem = mounted_as == format!("{} {}", self.device, self.fstype);
         let m = quote(&self.mount_point);
         let mut summary = Vec::new();
         let mut fix = String::new();
@@ -60,8 +63,11 @@ impl Mount {
         if !mounted {
             summary.push("mount".to_string());
             fix.push_str(&format!("mkdir -p {m} && mount {m}\n"));
+        } else if fstab_changed && same_filesystem {
+            summary.push("remount with the new options".to_string());
+            fix.push_str(&format!("mount -o remount,{} {m}\n", quote(&self.options)));
         } else if fstab_changed {
-            summary.push("remount with the new settings".to_string());
+            summary.push(format!("unmount {mounted_as} and mount the new filesystem"));
             fix.push_str(&format!("umount {m} && mount {m}\n"));
         }
         Ok((!summary.is_empty()).then_some(Drift {
