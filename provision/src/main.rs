@@ -46,12 +46,13 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(error) => {
+            // A stack error's message already holds its cause: print it once.
+            if let Some(stack_error) = error.downcast_ref::<provision_core::stack::StackError>() {
+                eprintln!("error: {stack_error}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
             eprintln!("error: {error:#}");
-            if error.downcast_ref::<BadInput>().is_some()
-                || error
-                    .downcast_ref::<provision_core::stack::StackError>()
-                    .is_some()
-            {
+            if error.downcast_ref::<BadInput>().is_some() {
                 ExitCode::from(EXIT_BAD_INPUT)
             } else {
                 ExitCode::from(EXIT_HOST_FAILED)

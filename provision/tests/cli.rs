@@ -311,3 +311,47 @@ fn backup_without_a_zeo_server_says_what_is_missing() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_missing_stats_password_is_generated_into_the_secrets_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("stack.toml"),
+        "[stack]\nname = \"x\"\nsecrets = \"secrets.toml\"\n\
+         [hosts.lb1]\naddress = \"10.0.0.10\"\nlayers = [\"lb\"]\n",
+    )
+    .unwrap();
+    let out = provision(dir.path(), &["attributes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("generated the HAProxy stats password"));
+    let secrets = std::fs::read_to_string(dir.path().join("secrets.toml")).unwrap();
+    let password = secrets
+        .lines()
+        .find_map(|l| l.strip_prefix("haproxy_stats_password = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("the password is in the secrets file");
+    assert!(password.len() >= 16, "{secrets}");
+    let mode = std::fs::metadata(dir.path().join("secrets.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        !text(&out.stdout).contains(password),
+        "the password was printed"
+    );
+    assert!(text(&out.stdout).contains("********"));
+
+    // The next run uses it and generates nothing.
+    let out = provision(dir.path(), &["attributes", "--json"]);
+    assert!(
+        !text(&out.stderr).contains("generated"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("secrets.toml")).unwrap(),
+        secrets
+    );
+}

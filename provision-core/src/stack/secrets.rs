@@ -85,7 +85,13 @@ impl Secrets {
             named_at: named_at.clone(),
             source,
         };
-        let metadata = std::fs::metadata(path).map_err(read_error)?;
+        // A secrets file that does not exist yet holds no secrets: provision may create it
+        // (with a generated HAProxy stats password), and the secrets it lacks are reported
+        // where they are needed.
+        let metadata = match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Secrets::new()),
+            other => other.map_err(read_error)?,
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -1134,12 +1134,18 @@ fn load_reads_the_secrets_file_next_to_the_stack() {
         1
     );
 
+    // A secrets file that does not exist yet holds no secrets (provision may create it).
     std::fs::remove_file(&secrets_path).unwrap();
+    let stack = Stack::load(&stack_path, None).unwrap();
+    assert!(stack.attributes().haproxy.stats_password.is_none());
+    // One that cannot be read is an error naming it.
+    std::fs::create_dir(&secrets_path).unwrap();
+    std::fs::set_permissions(&secrets_path, std::fs::Permissions::from_mode(0o700)).unwrap();
     let err = Stack::load(&stack_path, None).unwrap_err().to_string();
     let dir_shown = dir.path().display().to_string();
     assert_eq!(
         err.replace(&dir_shown, "DIR"),
-        "cannot read the secrets file DIR/secrets.toml (named at DIR/stack.toml:3:11): No such file or directory (os error 2)"
+        "cannot read the secrets file DIR/secrets.toml (named at DIR/stack.toml:3:11): Is a directory (os error 21)"
     );
     let err = Stack::load(&dir.path().join("nope.toml"), None)
         .unwrap_err()
