@@ -57,8 +57,15 @@ fn write_stack(dir: &Path, hosts: &fixture::Hosts, body: &str) {
     .unwrap();
 }
 
-/// One HTTP/1.0 GET from the controller; (status, body).
-fn http_get(address: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+/// An HTTP answer as the controller saw it.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// One HTTP/1.0 request from the controller (a bridge address only).
+fn http(address: &str, method: &str, path: &str, host: Option<&str>, auth: Option<&str>) -> Answer {
     let mut stream = TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("connect {address}: {e}"));
     stream
@@ -73,23 +80,30 @@ fn http_get(address: &str, path: &str, auth: Option<&str>) -> (u16, String) {
             )
         })
         .unwrap_or_default();
+    let host = host.unwrap_or(address);
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: {address}\r\n{auth}\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n"
     )
     .unwrap();
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let _ = stream.read_to_string(&mut response);
     let status = response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    (status, body.to_string())
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Answer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+fn http_get(address: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    let answer = http(address, "GET", path, None, auth);
+    (answer.status, answer.body)
 }
 
 fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
@@ -279,11 +293,15 @@ fn the_zeo_server_listens_on_its_private_address_and_backs_up() {
 }
 
 /// A stand-in Plone client: python's http.server on the client's port, answering the
-/// health check and the VirtualHostMonster path nginx rewrites to with the host's name.
+/// health check and the VirtualHostMonster paths nginx rewrites to (the site on the lb's
+/// address, and the `en` subsite of en.example.org) with the host's name.
 fn fake_client(hosts: &fixture::Hosts, host: &str, port: u16, lb_address: &str) {
-    let vhm = format!("VirtualHostBase/http/{lb_address}:80/Plone/VirtualHostRoot");
+    let site = format!("VirtualHostBase/http/{lb_address}:80/Plone/VirtualHostRoot");
+    let subsite = "VirtualHostBase/http/en.example.org:80/Plone/en/VirtualHostRoot";
     let script = format!(
-        "mkdir -p /srv/fake{port}/{vhm} && echo {host}-{port} > /srv/fake{port}/{vhm}/index.html && \
+        "mkdir -p /srv/fake{port}/{site} /srv/fake{port}/{subsite} && \
+         echo {host}-{port} > /srv/fake{port}/{site}/index.html && \
+         echo en-{host}-{port} > /srv/fake{port}/{subsite}/index.html && \
          echo OK > /srv/fake{port}/ok && \
          systemd-run --unit=fake-client-{port} python3 -m http.server {port} --directory /srv/fake{port}"
     );
@@ -397,4 +415,171 @@ fn the_frontend_balances_over_every_client_and_guards_its_stats() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// A bounded load loop from the controller: sequential GETs until told to stop (or at most
+/// 3000 requests / 120 s); (requests, failures, bodies seen in order).
+fn load_loop(
+    address: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>, Vec<String>)> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut failures = Vec::new();
+        let mut bodies = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed)
+            && bodies.len() + failures.len() < 3000
+            && start.elapsed() < Duration::from_secs(120)
+        {
+            let result = std::panic::catch_unwind(|| http(&address, "GET", "/", None, None));
+            match result {
+                Ok(answer) if answer.status == 200 => bodies.push(answer.body.trim().to_string()),
+                Ok(answer) => failures.push(format!("status {}: {}", answer.status, answer.head)),
+                Err(_) => failures.push("connection failed".to_string()),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (bodies.len() + failures.len(), failures, bodies)
+    })
+}
+
+fn lb_stack(instance_hosts: &[&str], extra: &str) -> String {
+    let mut body = String::from("[hosts.lb1]\naddress = \"192.0.2.10\"\nlayers = [\"lb\"]\n");
+    for (i, host) in instance_hosts.iter().enumerate() {
+        body.push_str(&format!(
+            "[hosts.{host}]\naddress = \"192.0.2.{}\"\nlayers = [\"plone_instances\"]\n",
+            11 + i
+        ));
+    }
+    body.push_str(
+        "[attributes.plone_instances]\ninstance_count = 1\nzeo = { address = \"192.0.2.20:8001\" }\n\
+         [attributes.haproxy]\ncheck_interval = 1000\n",
+    );
+    body.push_str(extra);
+    body
+}
+
+#[test]
+fn instance_hosts_join_and_leave_the_frontend_without_a_failed_request() {
+    let Some(hosts) = fixture::named_blocking(&["lb1", "app1", "app2", "app3"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lb_address = hosts.host("lb1").address().to_string();
+    for host in ["app1", "app2", "app3"] {
+        fake_client(&hosts, host, 8081, &lb_address);
+    }
+    let secret = [("PROVISION_SECRET_HAPROXY_STATS_PASSWORD", "st4ts-Secret")];
+    let up = |instances: &[&str]| {
+        write_stack(dir.path(), &hosts, &lb_stack(instances, ""));
+        let out = provision(dir.path(), &["up", "--sandbox", "--layer", "lb"], &secret);
+        ok(&out);
+    };
+    up(&["app1", "app2"]);
+    let web = format!("{lb_address}:80");
+    wait_for("both clients serve", Duration::from_secs(60), || {
+        let bodies: Vec<String> = (0..6).map(|_| http_get(&web, "/", None).1).collect();
+        bodies.iter().any(|b| b.starts_with("app1")) && bodies.iter().any(|b| b.starts_with("app2"))
+    });
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = load_loop(web.clone(), stop.clone());
+    up(&["app1", "app2", "app3"]);
+    wait_for("app3 serves", Duration::from_secs(30), || {
+        http_get(&web, "/", None).1.starts_with("app3")
+            || http_get(&web, "/", None).1.starts_with("app3")
+            || http_get(&web, "/", None).1.starts_with("app3")
+    });
+    up(&["app1", "app3"]);
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (requests, failures, bodies) = load.join().unwrap();
+    assert!(requests > 50, "the load loop ran only {requests} requests");
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} requests failed: {failures:?}",
+        failures.len()
+    );
+    let tail = &bodies[bodies.len().saturating_sub(20)..];
+    assert!(
+        !tail.iter().any(|b| b.starts_with("app2")),
+        "app2 still served after removal: {tail:?}"
+    );
+}
+
+#[test]
+fn a_broken_nginx_hook_is_refused_and_varnish_caches_and_purges_for_instance_hosts_only() {
+    let Some(hosts) = fixture::named_blocking(&["lb1", "app1"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lb_address = hosts.host("lb1").address().to_string();
+    fake_client(&hosts, "app1", 8081, &lb_address);
+    let secret = [("PROVISION_SECRET_HAPROXY_STATS_PASSWORD", "st4ts-Secret")];
+    let varnish = "[attributes.varnish_plone]\nenable = true\n\
+                   [attributes.plone_instances.subsites]\n\"en.example.org\" = \"en\"\n";
+    write_stack(dir.path(), &hosts, &lb_stack(&["app1"], varnish));
+    ok(&provision(
+        dir.path(),
+        &["up", "--sandbox", "--layer", "lb"],
+        &secret,
+    ));
+    let web = format!("{lb_address}:80");
+    wait_for("the site serves", Duration::from_secs(60), || {
+        http_get(&web, "/", None).1.starts_with("app1")
+    });
+
+    // The subsite routes to its path.
+    let en = http(&web, "GET", "/", Some("en.example.org"), None);
+    assert_eq!(
+        (en.status, en.body.trim()),
+        (200, "en-app1-8081"),
+        "{}",
+        en.head
+    );
+
+    // Varnish: the second anonymous GET is a hit; a PURGE from the instance host empties it,
+    // from elsewhere it is refused.
+    let first = http(&web, "GET", "/", None, None);
+    let second = http(&web, "GET", "/", None, None);
+    assert!(
+        second.head.contains("X-Cache: HIT"),
+        "{}\n---\n{}",
+        first.head,
+        second.head
+    );
+    let refused = http(&web, "PURGE", "/", None, None);
+    assert_ne!(refused.status, 200, "nginx let a visitor PURGE");
+    let varnish_on_lb = format!("{lb_address}:6081");
+    let from_controller = http(&varnish_on_lb, "PURGE", "/.*", Some(&lb_address), None);
+    assert_ne!(
+        from_controller.status, 200,
+        "Varnish took a PURGE from outside the stack"
+    );
+    let purge = format!(
+        "python3 -c \"import http.client; c = http.client.HTTPConnection('{lb_address}', 6081, timeout=5); \
+         c.request('PURGE', '/.*', headers={{'Host': '{lb_address}'}}); print(c.getresponse().status)\""
+    );
+    let from_app1 = hosts.ssh(hosts.host("app1"), &purge);
+    assert_eq!(
+        text(&from_app1.stdout).trim(),
+        "200",
+        "{}",
+        text(&from_app1.stderr)
+    );
+    let after = http(&web, "GET", "/", None, None);
+    assert!(after.head.contains("X-Cache: MISS"), "{}", after.head);
+
+    // A broken raw hook: nginx -t refuses it, the command says why, the old site still serves.
+    let broken =
+        format!("{varnish}[attributes.nginx_plone]\nadditional_config = \"this is not nginx;\"\n");
+    write_stack(dir.path(), &hosts, &lb_stack(&["app1"], &broken));
+    let out = provision(dir.path(), &["up", "--sandbox", "--layer", "lb"], &secret);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("unknown directive \"this\""),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(http_get(&web, "/", None).0, 200);
 }
