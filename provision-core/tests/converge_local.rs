@@ -237,3 +237,23 @@ async fn a_script_resource_runs_its_fix_only_when_its_check_fails() {
         "the fix ran once"
     );
 }
+
+#[tokio::test]
+async fn a_secret_file_shows_that_it_changes_but_not_what_it_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("site.key");
+    fs::write(&path, "old key material\n").unwrap();
+    let resources: Vec<Resource> = vec![
+        File::new(path.to_str().unwrap(), "new key material\n")
+            .mode(0o600)
+            .secret()
+            .into(),
+    ];
+    let plan = engine::converge(&Host::local("local"), &resources, &options(Mode::Plan)).await;
+    let change = &plan.changes[0];
+    assert!(
+        change.summary.contains(&"content changed".to_string()),
+        "{change:?}"
+    );
+    assert_eq!(change.diff.as_deref(), Some("(secret content not shown)\n"));
+}

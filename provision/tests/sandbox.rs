@@ -583,3 +583,76 @@ fn a_broken_nginx_hook_is_refused_and_varnish_caches_and_purges_for_instance_hos
     );
     assert_eq!(http_get(&web, "/", None).0, 200);
 }
+
+#[test]
+fn the_site_is_served_over_tls_with_modern_protocols_only() {
+    let Some(hosts) = fixture::named_blocking(&["lb1", "app1"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lb_address = hosts.host("lb1").address().to_string();
+    fake_client(&hosts, "app1", 8081, &lb_address);
+    // A self-signed certificate made on the controller.
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=www.example.org",
+        ])
+        .args(["-keyout", "site.key", "-out", "site.pem"])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let certificate = std::fs::read_to_string(dir.path().join("site.pem")).unwrap();
+    let key = std::fs::read_to_string(dir.path().join("site.key")).unwrap();
+    let extra = format!(
+        "[apps.site]\nrepository = \"https://example.org/site.git\"\n\
+         [attributes.deploy.site]\nssl_support = true\nssl_certificate = '''\n{certificate}'''\n"
+    );
+    write_stack(dir.path(), &hosts, &lb_stack(&["app1"], &extra));
+    let env = [
+        ("PROVISION_SECRET_HAPROXY_STATS_PASSWORD", "st4ts-Secret"),
+        (
+            "PROVISION_SECRET_DEPLOY_SITE_SSL_CERTIFICATE_KEY",
+            key.as_str(),
+        ),
+    ];
+    let out = provision(dir.path(), &["up", "--sandbox", "--layer", "lb"], &env);
+    ok(&out);
+    assert!(
+        !text(&out.stdout).contains("PRIVATE KEY"),
+        "the key was printed"
+    );
+    let key_mode = hosts.ssh(
+        hosts.host("lb1"),
+        "stat -c %a /etc/ssl/provision/private/site.key",
+    );
+    assert_eq!(text(&key_mode.stdout).trim(), "600");
+
+    let fetch = |protocol: &str| {
+        Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("{lb_address}:443"),
+                protocol,
+            ])
+            .args(["-servername", "www.example.org"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    wait_for("TLS 1.3 answers", Duration::from_secs(30), || {
+        text(&fetch("-tls1_3").stdout).contains("Protocol  : TLSv1.3")
+            || text(&fetch("-tls1_3").stdout).contains("TLSv1.3")
+    });
+    assert!(fetch("-tls1_2").status.success(), "TLS 1.2 refused");
+    assert!(!fetch("-tls1_1").status.success(), "TLS 1.1 accepted");
+}

@@ -20,6 +20,9 @@ pub struct File {
     /// A command that must accept the new content before it replaces the live file, with `{}`
     /// for the temporary file's path (e.g. `haproxy -c -f {}`).
     pub validate: Option<String>,
+    /// The content is a secret (a private key): plans show that it changed, never what it
+    /// holds.
+    pub secret: bool,
 }
 
 impl File {
@@ -32,6 +35,7 @@ impl File {
             group: "root".to_string(),
             mode: 0o644,
             validate: None,
+            secret: false,
         }
     }
 
@@ -49,6 +53,12 @@ impl File {
     }
 
     #[must_use]
+    pub fn secret(mut self) -> File {
+        self.secret = true;
+        self
+    }
+
+    #[must_use]
     pub fn validate(mut self, command: impl Into<String>) -> File {
         self.validate = Some(command.into());
         self
@@ -59,6 +69,17 @@ impl File {
     }
 
     pub(crate) fn drift(&self, state: &[&str]) -> Result<Option<Drift>, String> {
+        let mut drift = self.drift_with_diff(state)?;
+        if self.secret
+            && let Some(drift) = &mut drift
+            && drift.diff.is_some()
+        {
+            drift.diff = Some("(secret content not shown)\n".to_string());
+        }
+        Ok(drift)
+    }
+
+    fn drift_with_diff(&self, state: &[&str]) -> Result<Option<Drift>, String> {
         let kind = state_value(state, "kind").ok_or("no state reported")?;
         match kind {
             "absent" | "link" => {

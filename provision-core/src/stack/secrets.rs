@@ -210,12 +210,13 @@ impl Secrets {
 
     /// `text` with every secret value of [`MASK_MIN_LEN`] characters or more replaced by
     /// [`MASK`]. Longer secrets are replaced first, so one that contains another is hidden
-    /// whole.
+    /// whole. A secret of several lines (a private key) is also hidden line by line, since a
+    /// diff shows it that way.
     pub fn mask(&self, text: &str) -> String {
         let mut values: Vec<&str> = self
             .values
             .values()
-            .map(String::as_str)
+            .flat_map(|v| std::iter::once(v.as_str()).chain(v.lines().map(str::trim)))
             .filter(|v| v.chars().count() >= MASK_MIN_LEN)
             .collect();
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -305,6 +306,20 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_secret_of_several_lines_is_hidden_line_by_line() {
+        let mut secrets = Secrets::new();
+        secrets.insert(
+            "key",
+            "-----BEGIN KEY-----\nMIIEvQIBADANBgkq\nhkiG9w0BAQEFAASC\n-----END KEY-----\n",
+        );
+        let diff =
+            "+-----BEGIN KEY-----\n+MIIEvQIBADANBgkq\n+hkiG9w0BAQEFAASC\n+-----END KEY-----\n";
+        let masked = secrets.mask(diff);
+        assert!(!masked.contains("MIIEvQIBADANBgkq"), "{masked}");
+        assert!(!masked.contains("hkiG9w0BAQEFAASC"), "{masked}");
     }
 
     #[test]

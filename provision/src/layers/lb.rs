@@ -2,10 +2,11 @@
 
 use anyhow::Context as _;
 use provision_core::phase::Phase;
-use provision_core::resource::Resource;
+use provision_core::resource::{Directory, File, Resource};
+use provision_core::stack::Layer;
 use provision_core::template::Templates;
 use provision_nginx::{
-    Backend, FrontendSettings, HaproxySettings, NginxSettings, Password, VarnishSettings,
+    Backend, FrontendSettings, HaproxySettings, NginxSettings, Password, Tls, VarnishSettings,
 };
 
 use super::HostContext;
@@ -15,9 +16,65 @@ pub fn resources(
     phase: Phase,
     templates: &Templates,
 ) -> anyhow::Result<Vec<Resource>> {
-    let settings = settings(context)?;
-    provision_nginx::resources(&settings, phase, templates)
-        .with_context(|| format!("host {}: the lb layer", context.host.name))
+    let (tls, mut resources) = match certificate(context)? {
+        // nginx -t reads the certificate: it must be in place before the site.
+        Some((tls, files)) if phase == Phase::Configure => (Some(tls), files),
+        Some((tls, _)) => (Some(tls), Vec::new()),
+        None => (None, Vec::new()),
+    };
+    let mut settings = settings(context)?;
+    settings.tls = tls;
+    resources.extend(
+        provision_nginx::resources(&settings, phase, templates)
+            .with_context(|| format!("host {}: the lb layer", context.host.name))?,
+    );
+    Ok(resources)
+}
+
+/// The site's certificate, from the OpsWorks App fields of the instances' app
+/// (`deploy.<app>.ssl_support`, `ssl_certificate`, `ssl_certificate_key`,
+/// `ssl_certificate_ca`): where nginx finds it, and the files that put it there (the key
+/// readable by root only).
+fn certificate(context: &HostContext<'_>) -> anyhow::Result<Option<(Tls, Vec<Resource>)>> {
+    let stack = context.stack;
+    let Some(app) = stack.app_for(Layer::PloneInstances) else {
+        return Ok(None);
+    };
+    let deploy = stack.deploy_settings(&app.name);
+    if !deploy.ssl_support {
+        return Ok(None);
+    }
+    let (Some(certificate), Some(key)) = (&deploy.ssl_certificate, &deploy.ssl_certificate_key)
+    else {
+        anyhow::bail!(
+            "host {}: deploy.{app}.ssl_support is on, but the certificate or its key is missing: \
+             set deploy.{app}.ssl_certificate and put the key in the secrets file as \
+             deploy_{app}_ssl_certificate_key",
+            context.host.name,
+            app = app.name
+        );
+    };
+    let mut chain = certificate.trim_end().to_string();
+    chain.push('\n');
+    if let Some(ca) = &deploy.ssl_certificate_ca {
+        chain.push_str(ca.trim_end());
+        chain.push('\n');
+    }
+    let tls = Tls {
+        certificate: format!("/etc/ssl/provision/{}.pem", app.name),
+        key: format!("/etc/ssl/provision/private/{}.key", app.name),
+    };
+    let mut key_text = key.expose().trim_end().to_string();
+    key_text.push('\n');
+    let files = vec![
+        Directory::new("/etc/ssl/provision").into(),
+        File::new(&tls.certificate, chain).into(),
+        Directory::new("/etc/ssl/provision/private")
+            .mode(0o700)
+            .into(),
+        File::new(&tls.key, key_text).mode(0o600).secret().into(),
+    ];
+    Ok(Some((tls, files)))
 }
 
 /// HAProxy's process `maxconn`: what the stack says, or as much as the host's open-file limit
