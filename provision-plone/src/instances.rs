@@ -1,0 +1,212 @@
+//! What an instance host needs before its first release (the cookbook's instances-setup and
+//! python_base_setup): packages to build Plone, the app user, the release directories, the
+//! clients' systemd template unit and their log rotation.
+
+use serde::Serialize;
+
+use crate::error::PloneError;
+use crate::settings::{AppKind, InstanceSettings};
+use provision_core::phase::Phase;
+use provision_core::resource::{
+    Directory, File, Group, Packages, Resource, Service, Symlink, Unit, User,
+};
+use provision_core::template::Templates;
+
+pub(crate) const UNIT_TEMPLATE: &str = "plone/client.service.j2";
+pub(crate) const LOGROTATE_TEMPLATE: &str = "plone/logrotate.j2";
+
+/// Debian 12 packages a Plone build needs: Python with venv and headers, a compiler, git, and
+/// the headers of the C extensions without wheels for every platform (lxml, Pillow, cffi).
+pub const BUILD_PACKAGES: &[&str] = &[
+    "build-essential",
+    "ca-certificates",
+    "curl",
+    "git",
+    "libffi-dev",
+    "libjpeg-dev",
+    "libpng-dev",
+    "libxml2-dev",
+    "libxslt1-dev",
+    "logrotate",
+    "python3",
+    "python3-dev",
+    "python3-venv",
+    "zlib1g-dev",
+];
+
+/// Checks a candidate logrotate file (only a failure's errors are shown).
+const LOGROTATE_CHECK: &str = "{ out=$(logrotate -d {} 2>&1) \
+     || { printf '%s\\n' \"$out\" | grep -i error >&2; false; }; }";
+
+#[derive(Serialize)]
+struct UnitContext<'a> {
+    app: &'a str,
+    unit_prefix: String,
+    deploy_to: &'a str,
+    user: &'a str,
+    group: &'a str,
+    environment: Vec<String>,
+    exec_start: String,
+    stop_timeout: u32,
+}
+
+#[derive(Serialize)]
+struct LogrotateContext<'a> {
+    app: &'a str,
+    log_dir: String,
+    user: &'a str,
+    group: &'a str,
+}
+
+/// A value for systemd's `Environment=`: double-quoted, `\` and `"` escaped, `%` doubled
+/// (specifiers).
+fn systemd_environment(name: &str, value: &str) -> String {
+    let escaped = value
+        .replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('%', "%%");
+    format!("\"{name}={escaped}\"")
+}
+
+/// The command a client unit runs, `%i` being the client's name.
+pub fn exec_start(settings: &InstanceSettings) -> String {
+    let current = settings.current_link();
+    match &settings.kind {
+        // plone.recipe.zope2instance's `console`: the WSGI server in the foreground, exec'd.
+        AppKind::Buildout(_) => format!("{current}/bin/%i console"),
+        AppKind::Pip(_) => format!("{current}/.venv/bin/runwsgi {current}/etc/%i/zope.ini"),
+    }
+}
+
+/// The clients' template unit, `plone-<app>@.service`.
+pub fn render_unit(
+    settings: &InstanceSettings,
+    templates: &Templates,
+) -> Result<String, PloneError> {
+    settings.validate()?;
+    let context = UnitContext {
+        app: &settings.app,
+        unit_prefix: format!("plone-{}", settings.app),
+        deploy_to: &settings.deploy_to,
+        user: &settings.user,
+        group: &settings.group,
+        environment: settings
+            .client_environment()
+            .into_iter()
+            .map(|(n, v)| systemd_environment(n, v))
+            .collect(),
+        exec_start: exec_start(settings),
+        stop_timeout: settings.stop_timeout,
+    };
+    Ok(templates.render(UNIT_TEMPLATE, &context)?)
+}
+
+/// `/etc/logrotate.d/plone-<app>`.
+pub fn render_logrotate(
+    settings: &InstanceSettings,
+    templates: &Templates,
+) -> Result<String, PloneError> {
+    settings.validate()?;
+    Ok(templates.render(
+        LOGROTATE_TEMPLATE,
+        &LogrotateContext {
+            app: &settings.app,
+            log_dir: format!("{}/var/log", settings.shared_dir()),
+            user: &settings.user,
+            group: &settings.group,
+        },
+    )?)
+}
+
+/// The packages of an instance host: [`BUILD_PACKAGES`] and the app's own.
+pub fn packages(settings: &InstanceSettings) -> Packages {
+    let mut names: Vec<String> = BUILD_PACKAGES.iter().map(|p| p.to_string()).collect();
+    for package in &settings.os_packages {
+        if !names.contains(package) {
+            names.push(package.clone());
+        }
+    }
+    Packages::new(names)
+}
+
+/// The resources of an instance host for one phase. Everything is at setup: the generated
+/// configs (`deploy.cfg`, `zope.conf`) are not resources but part of each release (see
+/// [`crate::deploy`]), so that a change makes a new release that `current` moves to atomically.
+pub fn resources(
+    settings: &InstanceSettings,
+    phase: Phase,
+    templates: &Templates,
+) -> Result<Vec<Resource>, PloneError> {
+    settings.validate()?;
+    let mut resources: Vec<Resource> = Vec::new();
+    if phase != Phase::Setup {
+        return Ok(resources);
+    }
+    let (user, group) = (settings.user.as_str(), settings.group.as_str());
+    let dir =
+        |path: String| -> Resource { Directory::new(path).owner(user, group).mode(0o755).into() };
+    resources.push(packages(settings).into());
+    resources.push(Group::system(group).into());
+    resources.push(User::system(user).group(group).into());
+    resources.push(dir(settings.deploy_to.clone()));
+    resources.push(dir(settings.releases_dir()));
+    let shared = settings.shared_dir();
+    resources.push(dir(shared.clone()));
+    for link in &settings.deploy.shared_links {
+        resources.push(dir(format!("{shared}/{}", link.shared)));
+    }
+    resources.push(dir(format!("{shared}/var/log")));
+    // The cookbook's `shared/log`, where logs are looked for.
+    resources.push(Symlink::new(format!("{shared}/log"), "var/log").into());
+    if let Some(blob_dir) = &settings.blob_dir {
+        resources.push(
+            Directory::new(blob_dir.clone())
+                .owner(user, group)
+                .mode(0o700)
+                .into(),
+        );
+        if settings.shared_blobs {
+            resources
+                .push(Symlink::new(format!("{shared}/var/blobstorage"), blob_dir.clone()).into());
+        }
+    }
+    // ExecStart points into a release that does not exist before the first deploy.
+    resources.push(
+        Unit::new(settings.unit_template(), render_unit(settings, templates)?)
+            .without_verify()
+            .into(),
+    );
+    resources.push(
+        File::new(
+            format!("/etc/logrotate.d/plone-{}", settings.app),
+            render_logrotate(settings, templates)?,
+        )
+        .validate(LOGROTATE_CHECK)
+        .into(),
+    );
+    Ok(resources)
+}
+
+/// The clients' services, enabled and running. Converge them only once a release is live
+/// (after the first [`crate::deploy::switch_current`]); restarts are the rolling restart's job,
+/// so nothing here restarts on a change.
+pub fn client_services(settings: &InstanceSettings) -> Vec<Resource> {
+    settings
+        .clients
+        .iter()
+        .map(|c| Service::running(settings.client_unit(&c.name)).into())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_values_are_quoted_for_systemd() {
+        assert_eq!(
+            systemd_environment("A", r#"50% "x" \y"#),
+            r#""A=50%% \"x\" \\y""#
+        );
+    }
+}
