@@ -154,7 +154,10 @@ impl FrontendSettings {
             }
         }
 
-        site_path("plone_instances.site_id", &self.site_id)?;
+        // An empty site id is the Zope root (a Zope app without Plone).
+        if !self.site_id.trim_matches('/').is_empty() {
+            site_path("plone_instances.site_id", &self.site_id)?;
+        }
         for (host, path) in &self.subsites {
             server_name("plone_instances.subsites", host)?;
             site_path(&format!("plone_instances.subsites.{host}"), path)?;

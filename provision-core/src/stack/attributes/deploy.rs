@@ -8,7 +8,9 @@ use super::{opt_string_or_number, string_or_list};
 use crate::stack::secrets::SecretString;
 
 /// The shared directories every buildout release links in: `shared/<dir>` → `<release>/<dir>`.
-const BUILDOUT_SHARED_DIRS: [&str; 5] = ["eggs", "downloads", "extends", "var", "parts"];
+/// The cookbook also shared `parts`; we do not: zope2instance rewrites its part on every
+/// build, so a shared `parts` let a new build (or a failed one) change the running release.
+const BUILDOUT_SHARED_DIRS: [&str; 4] = ["eggs", "downloads", "extends", "var"];
 
 /// `deploy.<app>`: how an app is built and deployed. The `buildout_*` keys override the
 /// cookbook's `deploy_buildout` defaults, which are the defaults here.
@@ -80,8 +82,8 @@ pub struct DeployApp {
     /// clients' `environment-vars`, as the cookbook does. Default none.
     pub environment: BTreeMap<String, String>,
     /// Extra shared directories linked into each release: path in `shared/` → path in the
-    /// release. Added to the buildout's `eggs`, `downloads`, `extends`, `var` and `parts`
-    /// (add `src = "src"` for mr.developer checkouts). Default none.
+    /// release. Added to the buildout's `eggs`, `downloads`, `extends` and `var` (`parts`
+    /// belongs to each release; add `src = "src"` for mr.developer checkouts). Default none.
     pub symlink_before_migrate: BTreeMap<String, String>,
     /// Extra release directories removed before the shared ones are linked in. Default none.
     #[serde(deserialize_with = "string_or_list")]
@@ -92,9 +94,10 @@ pub struct DeployApp {
     /// Where the app is deployed; overrides `[apps.NAME].deploy_to` (the OpsWorks App field).
     /// Default none: `/srv/www/<app>`.
     pub deploy_to: Option<String>,
-    /// The user that owns the app and runs its programs. Default `"deploy"`.
+    /// The user that owns the app and runs its programs. Default `"plone"` (the cookbook's
+    /// was `deploy`).
     pub user: String,
-    /// The app's group (nginx reads static files through it). Default `"www-data"`.
+    /// The app's group. Default `"plone"` (the cookbook's was `www-data`).
     pub group: String,
     /// The app's domains (the OpsWorks App field): HTTPS virtual hosts. Default none.
     #[serde(deserialize_with = "string_or_list")]
@@ -148,8 +151,8 @@ impl Default for DeployApp {
             purge_before_symlink: Vec::new(),
             create_dirs_before_symlink: Vec::new(),
             deploy_to: None,
-            user: "deploy".to_string(),
-            group: "www-data".to_string(),
+            user: "plone".to_string(),
+            group: "plone".to_string(),
             domains: Vec::new(),
             database: None,
             ssl_support: false,
@@ -277,12 +280,12 @@ mod tests {
         let links = app.shared_links();
         assert_eq!(
             links.keys().collect::<Vec<_>>(),
-            ["downloads", "eggs", "extends", "parts", "src", "var"]
+            ["downloads", "eggs", "extends", "src", "var"]
         );
         app.purge_before_symlink = vec!["var".into(), "tmp".into()];
         assert_eq!(
             app.purged_dirs(),
-            ["eggs", "downloads", "extends", "var", "parts", "tmp"]
+            ["eggs", "downloads", "extends", "var", "tmp"]
         );
     }
 }
