@@ -1,10 +1,11 @@
-//! The database layer of a Plone stack: the ZEO server (`zeoserver` layer), PostgreSQL for
-//! RelStorage (`postgres` layer), packing of a RelStorage database (`db_packing` layer), and the
+//! The database layer of a Plone stack: the ZEO server (`zeoserver` layer) with its backups
+//! (also copied to S3), PostgreSQL for RelStorage (`postgres` layer), packing of a RelStorage
+//! database (`db_packing` layer), memcached for RelStorage (`memcached` layer), and the
 //! client-side storage sections the Plone instances put into their `zope.conf`.
 //!
 //! Each server part turns plain settings into resources per phase, like
 //! [`provision_core::system`]: [`zeoserver::resources`], [`postgres::resources`],
-//! [`packing::resources`]. The client part renders text: [`client::zeoclient_section`],
+//! [`packing::resources`], [`memcached::resources`]. The client part renders text: [`client::zeoclient_section`],
 //! [`client::relstorage_section`] and their buildout forms.
 //!
 //! Phases: `setup` has what a new host needs once (packages, users, data directories); the
@@ -12,7 +13,9 @@
 //! service may only restart on resources of its own phase, and `provision configure` alone
 //! must restart ZEO when its unit, its config or its ZEO version changed.
 
+pub mod backup_s3;
 pub mod client;
+pub mod memcached;
 pub mod packing;
 pub mod postgres;
 mod venv;
@@ -22,10 +25,12 @@ use std::net::IpAddr;
 
 use provision_core::template::{TemplateError, TemplateSource};
 
+pub use backup_s3::S3Copies;
 pub use client::{
     DbConnection, RelStorageSettings, ZeoClientSettings, relstorage_buildout_option,
     relstorage_section, zeoclient_buildout_options, zeoclient_section, zodb_db_section,
 };
+pub use memcached::MemcachedSettings;
 pub use packing::{PackSchedule, PackerSettings};
 pub use postgres::PostgresSettings;
 pub use zeoserver::ZeoServerSettings;
@@ -60,11 +65,23 @@ pub const TEMPLATES: &[TemplateSource] = &[
     ),
     template!(
         "zeo-backup.sh.j2",
-        r#"{"repozo": "/opt/provision/zeo/bin/repozo", "data_fs": "/var/lib/zeo/filestorage/Data.fs", "blob_dir": "/var/lib/zeo/blobstorage", "backup_dir": "/var/backups/zeo", "keep": 2, "restore_command": "provision-zeo-restore"}"#
+        r#"{"repozo": "/opt/provision/zeo/bin/repozo", "data_fs": "/var/lib/zeo/filestorage/Data.fs", "blob_dir": "/var/lib/zeo/blobstorage", "backup_dir": "/var/backups/zeo", "keep": 2, "restore_command": "provision-zeo-restore", "s3_command": "/usr/local/sbin/provision-zeo-s3"}"#
     ),
     template!(
         "zeo-restore.sh.j2",
-        r#"{"repozo": "/opt/provision/zeo/bin/repozo", "data_fs": "/var/lib/zeo/filestorage/Data.fs", "blob_dir": "/var/lib/zeo/blobstorage", "backup_dir": "/var/backups/zeo", "user": "zeo", "group": "zeo", "service": "zeoserver", "backup_command": "provision-zeo-backup", "restore_command": "provision-zeo-restore"}"#
+        r#"{"repozo": "/opt/provision/zeo/bin/repozo", "data_fs": "/var/lib/zeo/filestorage/Data.fs", "blob_dir": "/var/lib/zeo/blobstorage", "backup_dir": "/var/backups/zeo", "user": "zeo", "group": "zeo", "service": "zeoserver", "backup_command": "provision-zeo-backup", "restore_command": "provision-zeo-restore", "s3_command": "/usr/local/sbin/provision-zeo-s3"}"#
+    ),
+    template!(
+        "zeo-s3.sh.j2",
+        r#"{"remote": "backups:zeo-backups/cluster", "url": "s3://zeo-backups/cluster", "config": "/etc/provision/zeo/rclone.conf", "backup_dir": "/var/backups/zeo", "keep": 4, "user": "zeo", "group": "zeo", "command": "provision-zeo-s3", "backup_command": "provision-zeo-backup", "restore_command": "provision-zeo-restore"}"#
+    ),
+    template!(
+        "zeo-rclone.conf.j2",
+        r#"{"remote": "backups", "provider": "Other", "access_key": "AKIDEXAMPLE", "secret_key": "secret", "region": "us-east-1", "endpoint": "http://10.0.0.1:9000"}"#
+    ),
+    template!(
+        "memcached.conf.j2",
+        r#"{"address": "10.0.0.7", "port": 11211, "memory_mb": 512, "max_connections": 1024}"#
     ),
     template!(
         "zeoclient.conf.j2",

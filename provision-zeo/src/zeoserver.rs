@@ -15,6 +15,7 @@ use provision_core::resource::{
 use provision_core::template::Templates;
 use serde::Serialize;
 
+use crate::backup_s3::{self, S3Copies};
 use crate::venv::Venv;
 use crate::{Error, check_account, check_bind_address, check_path, invalid, socket_address};
 
@@ -78,6 +79,9 @@ pub struct ZeoServerSettings {
     pub backup_keep: u32,
     /// systemd calendar of the backup. Default `*-*-* 21:00:00 UTC` (the cookbook's cron).
     pub backup_on_calendar: String,
+    /// Copies of the backups in S3, pushed after each backup (`plone_zeoserver.backup_s3`).
+    /// Default none.
+    pub s3: Option<S3Copies>,
     /// `plone_zeoserver.enable_pack`: weekly `zeopack`. Default `true`.
     pub enable_pack: bool,
     /// Days of history a pack keeps (`zeopack -d`). Default 7.
@@ -111,6 +115,7 @@ impl ZeoServerSettings {
             backup_dir: "/var/backups/zeo".to_string(),
             backup_keep: 2,
             backup_on_calendar: "*-*-* 21:00:00 UTC".to_string(),
+            s3: None,
             enable_pack: true,
             pack_days: 7,
             pack_on_calendar: "Sun *-*-* 01:00:00 UTC".to_string(),
@@ -132,6 +137,11 @@ impl ZeoServerSettings {
 
     pub fn log_file(&self) -> String {
         format!("{}/zeoserver.log", self.log_dir)
+    }
+
+    /// rclone's config with the S3 keys (readable by root and the server's group).
+    pub fn rclone_config_path(&self) -> String {
+        format!("{}/rclone.conf", self.config_dir)
     }
 
     fn venv(&self) -> Venv<'_> {
@@ -184,6 +194,15 @@ impl ZeoServerSettings {
         }
         if self.backup_keep == 0 {
             return Err(invalid("backup_keep", "keep at least 1 full backup"));
+        }
+        if let Some(s3) = &self.s3 {
+            if !self.enable_backup {
+                return Err(invalid(
+                    "backup_s3",
+                    "copies of the backups need backups: set enable_backup",
+                ));
+            }
+            s3.check(self.backup_keep)?;
         }
         for (setting, calendar) in [
             ("backup_on_calendar", &self.backup_on_calendar),
@@ -282,6 +301,7 @@ struct BackupContext<'a> {
     service: &'static str,
     backup_command: &'static str,
     restore_command: &'static str,
+    s3_command: Option<&'static str>,
 }
 
 fn backup_context(settings: &ZeoServerSettings) -> BackupContext<'_> {
@@ -296,7 +316,64 @@ fn backup_context(settings: &ZeoServerSettings) -> BackupContext<'_> {
         service: SERVICE,
         backup_command: "provision-zeo-backup",
         restore_command: "provision-zeo-restore",
+        s3_command: settings.s3.as_ref().map(|_| backup_s3::SCRIPT),
     }
+}
+
+#[derive(Serialize)]
+struct S3ScriptContext<'a> {
+    remote: String,
+    url: String,
+    config: String,
+    backup_dir: &'a str,
+    keep: u32,
+    user: &'a str,
+    group: &'a str,
+    command: &'static str,
+    backup_command: &'static str,
+    restore_command: &'static str,
+}
+
+/// The rendered script that pushes, lists and fetches the S3 copies (installed as
+/// [`backup_s3::SCRIPT`]); `None` without S3 copies.
+pub fn s3_script(
+    settings: &ZeoServerSettings,
+    templates: &Templates,
+) -> Result<Option<String>, Error> {
+    settings.check()?;
+    let Some(s3) = &settings.s3 else {
+        return Ok(None);
+    };
+    Ok(Some(templates.render(
+        "zeo/zeo-s3.sh.j2",
+        &S3ScriptContext {
+            remote: s3.remote(),
+            url: s3.url(),
+            config: settings.rclone_config_path(),
+            backup_dir: &settings.backup_dir,
+            keep: s3.keep,
+            user: &settings.user,
+            group: &settings.group,
+            command: "provision-zeo-s3",
+            backup_command: "provision-zeo-backup",
+            restore_command: "provision-zeo-restore",
+        },
+    )?))
+}
+
+/// The rendered rclone config with the S3 keys; `None` without S3 copies.
+pub fn rclone_config(
+    settings: &ZeoServerSettings,
+    templates: &Templates,
+) -> Result<Option<String>, Error> {
+    settings.check()?;
+    let Some(s3) = &settings.s3 else {
+        return Ok(None);
+    };
+    Ok(Some(templates.render(
+        "zeo/zeo-rclone.conf.j2",
+        &backup_s3::rclone_context(s3),
+    )?))
 }
 
 /// The rendered backup script (installed as [`BACKUP_SCRIPT`]).
@@ -392,7 +469,11 @@ pub fn resources(
     };
     match phase {
         Phase::Setup => {
-            resources.push(Packages::new(["python3", "python3-venv", "rsync"]).into());
+            let mut packages = vec!["python3", "python3-venv", "rsync"];
+            if settings.s3.is_some() {
+                packages.push("rclone");
+            }
+            resources.push(Packages::new(packages).into());
             if settings.create_user {
                 let mut user = User::system(&settings.user);
                 if settings.group != settings.user {
@@ -443,6 +524,19 @@ pub fn resources(
                     .mode(0o755)
                     .into(),
             );
+            if let (Some(script), Some(config)) = (
+                s3_script(settings, templates)?,
+                rclone_config(settings, templates)?,
+            ) {
+                resources.push(
+                    File::new(settings.rclone_config_path(), config)
+                        .owner("root", &settings.group)
+                        .mode(0o640)
+                        .secret()
+                        .into(),
+                );
+                resources.push(File::new(backup_s3::SCRIPT, script).mode(0o755).into());
+            }
             let mut service = Service::running(SERVICE);
             for id in restart_on {
                 service = service.restart_on(id);

@@ -4,7 +4,9 @@
 use provision_core::phase::Phase;
 use provision_core::resource::Resource;
 use provision_core::template::Templates;
+use provision_zeo::S3Copies;
 use provision_zeo::client::{self, DbConnection, RelStorageSettings, ZeoClientSettings};
+use provision_zeo::memcached::{self, MemcachedSettings};
 use provision_zeo::packing::{self, PackerSettings};
 use provision_zeo::postgres::{self, PostgresSettings};
 use provision_zeo::zeoserver::{self, ZeoServerSettings};
@@ -84,6 +86,63 @@ fn zeoserver_resources() {
         all.extend(zeoserver::resources(&settings, phase, &templates).unwrap());
     }
     snapshot_resources("zeoserver__", &all);
+}
+
+#[test]
+fn zeoserver_with_s3_copies() {
+    let templates = templates();
+    let mut settings = zeo_settings();
+    settings.s3 = Some(S3Copies {
+        bucket: "zeo-backups".to_string(),
+        prefix: "cluster".to_string(),
+        endpoint: Some("https://s3.example.org".to_string()),
+        region: "us-east-1".to_string(),
+        keep: 4,
+        access_key: "AKIDEXAMPLE".to_string(),
+        secret_key: "s3cr3t-example".to_string(),
+    });
+    let mut all = Vec::new();
+    for phase in Phase::ALL {
+        all.extend(zeoserver::resources(&settings, phase, &templates).unwrap());
+    }
+    let rclone = all
+        .iter()
+        .find_map(|r| match r {
+            Resource::File(f) if f.path.ends_with("/rclone.conf") => Some(f.clone()),
+            _ => None,
+        })
+        .expect("an rclone config");
+    assert!(rclone.secret, "the keys could show in a plan");
+    assert_eq!((rclone.group.as_str(), rclone.mode), ("zeo", 0o640));
+    // The files that differ from `zeoserver_resources`, and the list.
+    let differing: Vec<Resource> = all
+        .iter()
+        .filter(|r| match r {
+            Resource::File(f) => ["rclone", "-s3", "-backup", "-restore"]
+                .iter()
+                .any(|part| f.path.contains(part)),
+            Resource::Unit(_) => false,
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    snapshot_resources("zeoserver_s3__", &differing);
+
+    // Without backups there is nothing to copy.
+    settings.enable_backup = false;
+    let err = zeoserver::resources(&settings, Phase::Setup, &templates).unwrap_err();
+    assert!(err.to_string().contains("enable_backup"), "{err}");
+}
+
+#[test]
+fn memcached_resources() {
+    let templates = templates();
+    let settings = MemcachedSettings::new("10.0.0.7".parse().unwrap(), 4 << 30);
+    let mut all = Vec::new();
+    for phase in Phase::ALL {
+        all.extend(memcached::resources(&settings, phase, &templates).unwrap());
+    }
+    snapshot_resources("memcached__", &all);
 }
 
 #[test]

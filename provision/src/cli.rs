@@ -43,6 +43,10 @@ pub struct StackArgs {
     /// Learn the host keys of hosts not yet in known_hosts (a changed key is still refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
+    /// Seconds a restarted Plone client has to answer its health URL before its host goes back
+    /// to the previous release.
+    #[arg(long, default_value_t = 180, value_name = "SECONDS")]
+    pub health_timeout: u64,
     /// Reach the hosts of this stack in the local sandbox (`provision sandbox up`) instead of
     /// their addresses in the stack file.
     #[arg(long)]
@@ -59,7 +63,8 @@ pub enum CommandKind {
     Setup(StackArgs),
     /// Re-render everything that depends on the stack's membership; reload what changed.
     Configure(StackArgs),
-    /// Make a new release of an app and roll it out (comes with the Plone instances layer).
+    /// Build a new release of the app on every instance host, then switch and restart the
+    /// clients one by one, drained in HAProxy.
     Deploy {
         #[command(flatten)]
         stack: StackArgs,
@@ -68,14 +73,13 @@ pub enum CommandKind {
         #[arg(long)]
         revision: Option<String>,
     },
-    /// Put the previous release of an app back (comes with the Plone instances layer).
+    /// Put the previous release back on every instance host, with a rolling restart.
     Rollback {
         #[command(flatten)]
         stack: StackArgs,
         app: Option<String>,
     },
-    /// Restart the Plone clients host by host, drained in HAProxy (comes with the Plone
-    /// instances layer).
+    /// Restart the Plone clients one by one, drained in HAProxy and health-checked.
     Restart(StackArgs),
     /// Show each host: reachable, facts, layers, clients.
     Status(StackArgs),

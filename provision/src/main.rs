@@ -2,6 +2,7 @@
 //! hosts, asks each layer for its resources and prints what happened.
 
 mod cli;
+mod deploy;
 mod layers;
 mod output;
 mod run;
@@ -70,9 +71,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         CommandKind::Configure(args) => run::converge(&args, &[Phase::Configure], false).await,
         CommandKind::Status(args) => run::status(&args).await,
         CommandKind::Run { stack, command } => run::run_command(&stack, &command.join(" ")).await,
-        CommandKind::Deploy { .. } => run::not_yet("deploy"),
-        CommandKind::Rollback { .. } => run::not_yet("rollback"),
-        CommandKind::Restart(_) => run::not_yet("restart"),
+        CommandKind::Deploy {
+            stack, revision, ..
+        } => run::release_command(&stack, run::ReleaseAction::Deploy, revision.as_deref()).await,
+        CommandKind::Rollback { stack, .. } => {
+            run::release_command(&stack, run::ReleaseAction::Rollback, None).await
+        }
+        CommandKind::Restart(stack) => {
+            run::release_command(&stack, run::ReleaseAction::Restart, None).await
+        }
         CommandKind::Attributes(args) => run::attributes(&args),
         CommandKind::Backup(args) => run::run_job(&args, run::Job::Backup).await,
         CommandKind::Pack(args) => run::run_job(&args, run::Job::Pack).await,

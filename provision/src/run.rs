@@ -8,9 +8,11 @@ use provision_core::engine::{self, Connection, HostReport, Mode, Options, Outcom
 use provision_core::facts::Facts;
 use provision_core::host::{Command, Host, HostError};
 use provision_core::phase::Phase;
+use provision_core::stack::{HostSpec, Layer};
 use provision_core::template::Templates;
 
 use crate::cli::StackArgs;
+use crate::deploy::{self, DeployOutcome, HostDeploy};
 use crate::layers::{self, HostContext};
 use crate::output::{count, print_reports};
 use crate::session::{FactsByHost, Session, StderrProgress};
@@ -45,8 +47,11 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
         .map(|(host, facts)| (host.name().to_string(), facts.clone()))
         .collect();
     let mut work = Vec::new();
+    // Reached for discovery or the drain only: not converged.
+    let mut lb_extra = Vec::new();
     for (host, facts) in connected {
         let Some(spec) = selected.iter().find(|h| h.name == host.name()) else {
+            lb_extra.push(host);
             continue;
         };
         let context = HostContext {
@@ -71,10 +76,340 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
         mask: &mask,
         progress: &progress,
     };
+    let handles: Vec<Host> = work.iter().map(|(host, _)| host.clone()).collect();
     reports.extend(engine::converge_all(work, usize::from(args.parallel), &options).await);
     sort_like_stack(&mut reports, &selected);
-    print_reports(&reports, args.json, start.elapsed());
-    Ok(exit_code(&reports))
+
+    // Then the releases of the instance hosts that converged: `up` deploys the app's revision,
+    // `configure` rebuilds the live revision when the generated configuration changed.
+    let release_phase = if phases.contains(&Phase::Deploy) {
+        Some(ReleaseRevision::App)
+    } else if phases.contains(&Phase::Configure) {
+        Some(ReleaseRevision::Live)
+    } else {
+        None
+    };
+    let mut deploys = Vec::new();
+    if let (Some(revision), false) = (release_phase, plan) {
+        let converged: Vec<&str> = reports
+            .iter()
+            .filter(|r| !r.is_failed())
+            .map(|r| r.host.as_str())
+            .collect();
+        let hosts: Vec<(Host, Facts)> = handles
+            .into_iter()
+            .filter(|h| converged.contains(&h.name()))
+            .filter_map(|h| {
+                let facts = all_facts.get(h.name())?.clone();
+                Some((h, facts))
+            })
+            .collect();
+        let lbs = lb_handles(&session, &hosts, &lb_extra);
+        deploys = release_step(&session, &hosts, &lbs, revision, &templates, &progress).await?;
+    }
+    print_reports(&reports, args.json && deploys.is_empty(), start.elapsed());
+    if !deploys.is_empty() {
+        print_deploys(&deploys, args.json);
+    }
+    let deploy_failed = deploys
+        .iter()
+        .any(|d| matches!(d.outcome, DeployOutcome::Failed(_)));
+    Ok(if deploy_failed {
+        ExitCode::from(EXIT_HOST_FAILED)
+    } else {
+        exit_code(&reports)
+    })
+}
+
+/// Which revision a release step builds.
+#[derive(Debug, Clone, Copy)]
+enum ReleaseRevision {
+    /// The app's revision from the stack (or --revision).
+    App,
+    /// The revision that is live (a rebuild when the generated configuration changed).
+    Live,
+}
+
+/// The lb hosts among the connected ones (the rolling restart drains through them).
+fn lb_handles(session: &Session, connected: &[(Host, Facts)], extra: &[Host]) -> Vec<Host> {
+    let lbs = session.stack.hosts_with(Layer::Lb);
+    connected
+        .iter()
+        .map(|(h, _)| h)
+        .chain(extra.iter())
+        .filter(|h| lbs.iter().any(|l| l.name == h.name()))
+        .cloned()
+        .collect()
+}
+
+/// The deploy part of `up` and `configure` for the instance hosts among `hosts`.
+async fn release_step(
+    session: &Session,
+    hosts: &[(Host, Facts)],
+    lbs: &[Host],
+    revision: ReleaseRevision,
+    templates: &Templates,
+    progress: &StderrProgress,
+) -> anyhow::Result<Vec<HostDeploy>> {
+    let targets = targets(session, hosts, templates)?;
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let revision = match revision {
+        ReleaseRevision::App => None,
+        ReleaseRevision::Live => match live_revision(&targets, templates).await? {
+            Some(live) => Some(live),
+            // Nothing deployed yet: `configure` has nothing to rebuild.
+            None => return Ok(Vec::new()),
+        },
+    };
+    let mut reports = deploy::deploy(
+        session,
+        &targets,
+        lbs,
+        revision.as_deref(),
+        templates,
+        progress,
+    )
+    .await?;
+    ensure_clients_running(session, &targets, &mut reports, progress).await;
+    Ok(reports)
+}
+
+/// The instance hosts among `hosts`, with their settings.
+fn targets<'a>(
+    session: &'a Session,
+    hosts: &[(Host, Facts)],
+    templates: &Templates,
+) -> anyhow::Result<Vec<deploy::Target<'a>>> {
+    let mut targets = Vec::new();
+    for (host, facts) in hosts {
+        let Some(spec) = session.stack.host(host.name()) else {
+            continue;
+        };
+        if spec.has_layer(Layer::PloneInstances) {
+            targets.push(deploy::Target::new(
+                session,
+                spec,
+                host.clone(),
+                facts,
+                templates,
+            )?);
+        }
+    }
+    Ok(targets)
+}
+
+/// The revision live on the first instance host that has a release.
+async fn live_revision(
+    targets: &[deploy::Target<'_>],
+    templates: &Templates,
+) -> anyhow::Result<Option<String>> {
+    for target in targets {
+        let script = provision_plone::deploy::release_status(&target.settings, templates)?;
+        let output = target.host.exec(Command::new(script)).await?;
+        let report = provision_plone::deploy::Report::parse(&output.stdout_lossy());
+        if let Some(revision) = report.get("revision") {
+            return Ok(Some(revision.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// After a release step every client of a host that is on a good release runs (one that
+/// crashed, or a host whose release did not change but whose clients were stopped).
+async fn ensure_clients_running(
+    session: &Session,
+    targets: &[deploy::Target<'_>],
+    reports: &mut [HostDeploy],
+    progress: &StderrProgress,
+) {
+    let mask = |s: &str| session.mask(s);
+    let options = Options {
+        mode: Mode::Apply,
+        command_timeout: Some(session.command_timeout()),
+        mask: &mask,
+        progress,
+    };
+    for target in targets {
+        let Some(report) = reports.iter_mut().find(|r| r.host == target.host.name()) else {
+            continue;
+        };
+        if !matches!(
+            report.outcome,
+            DeployOutcome::Unchanged | DeployOutcome::Deployed
+        ) {
+            continue;
+        }
+        let mut services = provision_plone::instances::client_services(&target.settings);
+        if let Some(workers) = &target.workers {
+            services.push(provision_core::resource::Service::running(workers.worker_unit()).into());
+            if workers.beat {
+                services
+                    .push(provision_core::resource::Service::running(workers.beat_unit()).into());
+            }
+        }
+        let result = engine::converge(&target.host, &services, &options).await;
+        if let Outcome::Failed(error) = result.outcome {
+            report.outcome = DeployOutcome::Failed(format!("starting the clients: {error}"));
+        }
+    }
+}
+
+/// `deploy`, `rollback` and `restart`: the instance hosts among the selected ones, with every
+/// lb host reached for the drain.
+pub async fn release_command(
+    args: &StackArgs,
+    action: ReleaseAction,
+    revision: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let session = Session::load(args)?;
+    let selected: Vec<&HostSpec> = session
+        .selected()
+        .into_iter()
+        .filter(|h| h.has_layer(Layer::PloneInstances))
+        .collect();
+    if selected.is_empty() {
+        return Err(BadInput(format!(
+            "no selected host has the plone_instances layer in {}",
+            session.stack_path().display()
+        ))
+        .into());
+    }
+    let templates = Templates::new(&layers::all_templates()).context("loading templates")?;
+    let progress = StderrProgress::new();
+    let mut reach = selected.clone();
+    for lb in session.stack.hosts_with(Layer::Lb) {
+        if !reach.iter().any(|h| h.name == lb.name) {
+            reach.push(lb);
+        }
+    }
+    let (connected, failed) = connect(&session, &reach, &progress).await?;
+    let mut reports: Vec<HostDeploy> = failed
+        .iter()
+        .filter(|r| selected.iter().any(|h| h.name == r.host))
+        .map(|r| HostDeploy {
+            host: r.host.clone(),
+            release: None,
+            revision: None,
+            outcome: match &r.outcome {
+                Outcome::Failed(error) => DeployOutcome::Failed(error.clone()),
+                _ => DeployOutcome::Failed("unreachable".to_string()),
+            },
+        })
+        .collect();
+    let lbs = lb_handles(&session, &connected, &[]);
+    let instance_hosts: Vec<(Host, Facts)> = connected
+        .into_iter()
+        .filter(|(h, _)| selected.iter().any(|s| s.name == h.name()))
+        .collect();
+    let targets = targets(&session, &instance_hosts, &templates)?;
+    if reports.is_empty() {
+        let done = match action {
+            ReleaseAction::Deploy => {
+                // The units and directories a release needs (a no-op once set up).
+                let mask = |s: &str| session.mask(s);
+                let options = Options {
+                    mode: Mode::Apply,
+                    command_timeout: Some(session.command_timeout()),
+                    mask: &mask,
+                    progress: &progress,
+                };
+                let mut not_set_up = Vec::new();
+                for target in &targets {
+                    let setup = provision_plone::instances::resources(
+                        &target.settings,
+                        Phase::Setup,
+                        &templates,
+                    )?;
+                    let result = engine::converge(&target.host, &setup, &options).await;
+                    if let Outcome::Failed(error) = result.outcome {
+                        not_set_up.push(HostDeploy {
+                            host: target.host.name().to_string(),
+                            release: None,
+                            revision: None,
+                            outcome: DeployOutcome::Failed(format!("setting up: {error}")),
+                        });
+                    }
+                }
+                if not_set_up.is_empty() {
+                    let mut deployed =
+                        deploy::deploy(&session, &targets, &lbs, revision, &templates, &progress)
+                            .await?;
+                    ensure_clients_running(&session, &targets, &mut deployed, &progress).await;
+                    deployed
+                } else {
+                    not_set_up
+                }
+            }
+            ReleaseAction::Rollback => {
+                deploy::rollback(&session, &targets, &lbs, &templates, &progress).await?
+            }
+            ReleaseAction::Restart => {
+                deploy::restart(&session, &targets, &lbs, &templates, &progress).await?
+            }
+        };
+        reports.extend(done);
+    } else {
+        eprintln!("provision: not started: every instance host must be reachable for a rollout");
+    }
+    print_deploys(&reports, args.json);
+    if !args.json {
+        crate::out!("({:.1}s)", start.elapsed().as_secs_f64());
+    }
+    let failed = reports
+        .iter()
+        .any(|r| matches!(r.outcome, DeployOutcome::Failed(_)));
+    Ok(ExitCode::from(if failed {
+        EXIT_HOST_FAILED
+    } else {
+        EXIT_OK
+    }))
+}
+
+/// The release commands.
+#[derive(Debug, Clone, Copy)]
+pub enum ReleaseAction {
+    Deploy,
+    Rollback,
+    Restart,
+}
+
+fn print_deploys(reports: &[HostDeploy], json: bool) {
+    if json {
+        crate::out!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "releases": reports }))
+                .unwrap_or_default()
+        );
+        return;
+    }
+    for report in reports {
+        let release = report.release.as_deref().unwrap_or("-");
+        let revision = report
+            .revision
+            .as_deref()
+            .map(|r| format!(" (revision {})", &r[..12.min(r.len())]))
+            .unwrap_or_default();
+        match &report.outcome {
+            DeployOutcome::Unchanged => {
+                crate::out!("{}: release unchanged: {release}{revision}", report.host)
+            }
+            DeployOutcome::Deployed => {
+                crate::out!("{}: deployed {release}{revision}", report.host)
+            }
+            DeployOutcome::NotSwitched => crate::out!(
+                "{}: built {release}{revision}, not switched (the rollout stopped)",
+                report.host
+            ),
+            DeployOutcome::RolledBack => {
+                crate::out!("{}: rolled back to {release}", report.host)
+            }
+            DeployOutcome::Restarted => crate::out!("{}: every client restarted", report.host),
+            DeployOutcome::Failed(error) => crate::out!("{}: FAILED: {error}", report.host),
+        }
+    }
 }
 
 /// A stack that uses a layer not built yet is refused before any host is touched.
@@ -439,15 +774,6 @@ pub async fn run_command(args: &StackArgs, command: &str) -> anyhow::Result<Exit
     } else {
         EXIT_OK
     }))
-}
-
-/// Commands whose layers arrive later say so plainly.
-pub fn not_yet(command: &str) -> anyhow::Result<ExitCode> {
-    Err(BadInput(format!(
-        "`provision {command}` needs the Plone instances layer, which this version of \
-         provision does not have yet; nothing was changed"
-    ))
-    .into())
 }
 
 /// `attributes`: the effective attributes as TOML (or JSON), secrets masked.

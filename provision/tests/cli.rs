@@ -108,7 +108,7 @@ fn a_layer_not_built_yet_is_refused_before_any_host_is_touched() {
     std::fs::write(
         dir.path().join("stack.toml"),
         format!(
-            "[stack]\nname = \"x\"\n[hosts.db1]\naddress = \"127.0.0.1\"\nport = {}\nlayers = [\"solr\"]\n",
+            "[stack]\nname = \"x\"\n[hosts.db1]\naddress = \"127.0.0.1\"\nport = {}\nlayers = [\"shared_blobs\"]\n",
             closed_port()
         ),
     )
@@ -116,13 +116,16 @@ fn a_layer_not_built_yet_is_refused_before_any_host_is_touched() {
     let out = provision(dir.path(), &["up"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("host db1: layer `solr`"), "{stderr}");
+    assert!(
+        stderr.contains("host db1: layer `shared_blobs`"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nothing was changed"), "{stderr}");
     assert!(!stderr.contains("connecting"), "it connected: {stderr}");
 }
 
 #[test]
-fn deploy_says_plainly_that_it_is_not_available_yet() {
+fn deploy_without_an_instance_host_says_so() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("stack.toml"),
@@ -132,7 +135,7 @@ fn deploy_says_plainly_that_it_is_not_available_yet() {
     let out = provision(dir.path(), &["deploy"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("does not have yet"),
+        text(&out.stderr).contains("no selected host has the plone_instances layer"),
         "{}",
         text(&out.stderr)
     );

@@ -48,10 +48,10 @@ use serde_json::{Map, Value};
 use toml_edit::Document;
 
 pub use attributes::{
-    Apt, Attributes, Broker, CacheArchive, Client, DbType, DeployApp, DeployDatabase, EbsSnapshots,
-    Haproxy, InitCommand, NewRelic, Newrelic, NginxPlone, Papertrail, PloneBlobs, PloneInstances,
-    PloneSolr, PloneZeoserver, Redis, RelStorage, RelStorageDb, S3fsFuse, S3fsMount, System,
-    Tmpdir, Traceview, UnattendedUpgrades, VarnishPlone, Zeo,
+    Apt, Attributes, BackupS3, Broker, CacheArchive, Client, DbType, DeployApp, DeployDatabase,
+    EbsSnapshots, Haproxy, InitCommand, NewRelic, Newrelic, NginxPlone, Papertrail, PloneBlobs,
+    PloneInstances, PloneSolr, PloneZeoserver, Redis, RelStorage, RelStorageDb, S3fsFuse,
+    S3fsMount, System, Tmpdir, Traceview, UnattendedUpgrades, VarnishPlone, Zeo,
 };
 pub use discovery::{Backend, DiscoveryError, Endpoint};
 pub use error::{Location, Problem, ProblemKind, StackError};

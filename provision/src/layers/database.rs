@@ -1,30 +1,25 @@
-//! The database layers: `zeoserver` (ZEO with backups and packing) and `postgres` (PostgreSQL
-//! for RelStorage).
-
-use std::net::IpAddr;
+//! The database layers: `zeoserver` (ZEO with backups, their S3 copies, and packing),
+//! `postgres` (PostgreSQL for RelStorage), `db_packing` (packing a RelStorage database from one
+//! host) and `memcached` (RelStorage's shared cache). [`relstorage_settings`] is the storage
+//! the instances and the packer open.
 
 use anyhow::{Context as _, bail};
 use provision_core::phase::Phase;
 use provision_core::resource::Resource;
 use provision_core::stack::{HostSpec, Layer, Stack};
 use provision_core::template::Templates;
+use provision_zeo::S3Copies;
+use provision_zeo::client::{DbConnection, RelStorageSettings};
+use provision_zeo::memcached::{self, MemcachedSettings};
+use provision_zeo::packing::{self, PackSchedule, PackerSettings};
 use provision_zeo::postgres::{self, PostgresSettings};
 use provision_zeo::zeoserver::{self, ZeoServerSettings};
 
-use super::HostContext;
+use super::{HostContext, bind_address};
 
-/// The address a service of `host` binds to: its private (service) address, which must be an
-/// IP address (a service never binds 0.0.0.0 by default).
-fn bind_address(host: &HostSpec, layer: Layer) -> anyhow::Result<IpAddr> {
-    let address = host.service_address();
-    address.parse().with_context(|| {
-        format!(
-            "host {}: the {layer} layer binds to the host's private address, but `{address}` is \
-             not an IP address; set `private_address` of [hosts.{}] to its private IP",
-            host.name, host.name
-        )
-    })
-}
+/// The secrets with the keys of `plone_zeoserver.backup_s3`.
+pub const BACKUP_S3_ACCESS_KEY: &str = "plone_zeoserver_backup_s3_access_key";
+pub const BACKUP_S3_SECRET_KEY: &str = "plone_zeoserver_backup_s3_secret_key";
 
 pub fn zeoserver_settings(stack: &Stack, host: &HostSpec) -> anyhow::Result<ZeoServerSettings> {
     let attributes = stack.attributes();
@@ -40,7 +35,46 @@ pub fn zeoserver_settings(stack: &Stack, host: &HostSpec) -> anyhow::Result<ZeoS
     settings.enable_pack = zeo.enable_pack;
     settings.syslog_facility = zeo.syslog_facility.clone();
     settings.syslog_level = zeo.syslog_level.clone();
+    settings.s3 = backup_s3(stack, host)?;
     Ok(settings)
+}
+
+/// `plone_zeoserver.backup_s3`, with its keys from the secrets.
+fn backup_s3(stack: &Stack, host: &HostSpec) -> anyhow::Result<Option<S3Copies>> {
+    let zeo = &stack.attributes().plone_zeoserver;
+    let s3 = &zeo.backup_s3;
+    let Some(bucket) = &s3.bucket else {
+        return Ok(None);
+    };
+    if !zeo.enable_backup {
+        bail!(
+            "host {}: plone_zeoserver.backup_s3.bucket is set, but plone_zeoserver.enable_backup \
+             is false: there would be no backups to copy; set enable_backup = true",
+            host.name
+        );
+    }
+    let secret = |name: &str| {
+        stack.secrets().get(name).map(str::to_string).with_context(|| {
+            format!(
+                "host {}: copying the backups to S3 needs the key {name}: add it to the secrets \
+                 file (or set PROVISION_SECRET_{})",
+                host.name,
+                name.to_ascii_uppercase()
+            )
+        })
+    };
+    Ok(Some(S3Copies {
+        bucket: bucket.clone(),
+        prefix: s3
+            .prefix
+            .clone()
+            .unwrap_or_else(|| stack.name().to_string()),
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+        keep: s3.keep,
+        access_key: secret(BACKUP_S3_ACCESS_KEY)?,
+        secret_key: secret(BACKUP_S3_SECRET_KEY)?,
+    }))
 }
 
 pub fn zeoserver(
@@ -52,6 +86,92 @@ pub fn zeoserver(
     Ok(zeoserver::resources(&settings, phase, templates)?)
 }
 
+/// The RelStorage database's name, role, port and password: `plone_instances.relstorage.db.*`,
+/// else the app's OpsWorks data source (`deploy.<app>.database`), else `zodb`, `plone` and the
+/// server's default port. The `postgres` layer makes exactly this database.
+struct DbParams {
+    name: String,
+    user: String,
+    port: Option<u16>,
+    password: Option<String>,
+}
+
+fn db_params(stack: &Stack) -> DbParams {
+    let db = &stack.attributes().plone_instances.relstorage.db;
+    let app = stack
+        .app_for(Layer::PloneInstances)
+        .and_then(|app| stack.attributes().deploy.get(&app.name))
+        .and_then(|deploy| deploy.database.as_ref());
+    DbParams {
+        name: db
+            .name
+            .clone()
+            .or_else(|| app.and_then(|a| a.database.clone()))
+            .unwrap_or_else(|| "zodb".to_string()),
+        user: db
+            .user
+            .clone()
+            .or_else(|| app.and_then(|a| a.username.clone()))
+            .unwrap_or_else(|| "plone".to_string()),
+        port: db.port.or_else(|| app.and_then(|a| a.port)),
+        password: db
+            .password
+            .as_ref()
+            .or_else(|| app.and_then(|a| a.password.as_ref()))
+            .map(|p| p.expose().to_string()),
+    }
+}
+
+/// How the instances and the packer reach the RelStorage database: `relstorage.db.dsn` as it
+/// is, else a DSN from the host (`relstorage.db.host`, the app's database host, or the first
+/// `postgres` host) and [`db_params`].
+pub fn db_connection(stack: &Stack) -> anyhow::Result<DbConnection> {
+    let db = &stack.attributes().plone_instances.relstorage.db;
+    if let Some(dsn) = &db.dsn {
+        return Ok(DbConnection::Dsn(dsn.expose().to_string()));
+    }
+    let host = stack.relstorage_db_host().context(
+        "RelStorage has no database: set plone_instances.relstorage.db.dsn or db.host, or give \
+         a host the postgres layer",
+    )?;
+    let params = db_params(stack);
+    Ok(DbConnection::Params {
+        host,
+        port: params.port,
+        name: params.name,
+        user: params.user,
+        password: params.password,
+    })
+}
+
+/// The RelStorage storage of the stack, with `blob_dir` as the blob cache (or the shared blob
+/// directory): the database, `cache-servers` from the `memcached` layer (or
+/// `relstorage.cache_servers`) when `relstorage.enable_cache`, and the pack settings. Blobs
+/// live in the database unless the instances share a blob mount (`plone_instances.shared_blobs`
+/// with `nfs_blobs` or `gluster_blobs`): RelStorage deprecates a shared blob directory, and
+/// without a shared mount each host would see only its own blobs.
+pub fn relstorage_settings(stack: &Stack, blob_dir: &str) -> anyhow::Result<RelStorageSettings> {
+    let pi = &stack.attributes().plone_instances;
+    let relstorage = &pi.relstorage;
+    let mut settings = RelStorageSettings::new(db_connection(stack)?, blob_dir);
+    settings.shared_blob_dir = pi.shared_blobs && (pi.nfs_blobs || pi.gluster_blobs);
+    if relstorage.enable_cache {
+        settings.cache_servers = stack
+            .memcached_servers()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    }
+    settings.pack = PackSchedule {
+        pack_days: relstorage.pack_days,
+        two_stage_pack: relstorage.two_stage_pack,
+        pack_gc: relstorage.pack_gc,
+        truncate_refs: relstorage.truncate_refs,
+        ..PackSchedule::default()
+    };
+    Ok(settings)
+}
+
 pub fn postgres(
     context: &HostContext<'_>,
     phase: Phase,
@@ -59,8 +179,8 @@ pub fn postgres(
 ) -> anyhow::Result<Vec<Resource>> {
     let stack = context.stack;
     let host = context.host;
-    let db = &stack.attributes().plone_instances.relstorage.db;
-    let Some(password) = &db.password else {
+    let params = db_params(stack);
+    let Some(password) = &params.password else {
         bail!(
             "host {}: the postgres layer needs the database password: add \
              plone_instances_relstorage_db_password to the secrets file (or set \
@@ -90,16 +210,151 @@ pub fn postgres(
         version,
         bind_address(host, Layer::Postgres)?,
         clients,
-        password.expose(),
+        password,
     );
-    if let Some(name) = &db.name {
-        settings.database = name.clone();
-    }
-    if let Some(user) = &db.user {
-        settings.role = user.clone();
-    }
-    if let Some(port) = db.port {
+    settings.database = params.name;
+    settings.role = params.user;
+    if let Some(port) = params.port {
         settings.port = port;
     }
     Ok(postgres::resources(&settings, phase, templates)?)
+}
+
+/// The `db_packing` layer: the pack jobs of the RelStorage database, on this one host (the
+/// stack refuses two `db_packing` hosts).
+pub fn packing(
+    context: &HostContext<'_>,
+    phase: Phase,
+    templates: &Templates,
+) -> anyhow::Result<Vec<Resource>> {
+    let stack = context.stack;
+    let host = context.host;
+    let pi = &stack.attributes().plone_instances;
+    if !pi.enable_relstorage {
+        bail!(
+            "host {}: the db_packing layer packs a RelStorage database, but \
+             plone_instances.enable_relstorage is false (a ZEO server packs its own storage: \
+             plone_zeoserver.enable_pack); remove the layer or enable RelStorage",
+            host.name
+        );
+    }
+    let packer = PackerSettings::default();
+    // The packer's blob directory matters only when the blobs are in a shared directory; a
+    // blob cache of its own is used otherwise.
+    let blob_dir = stack
+        .attributes()
+        .plone_blobs
+        .blob_dir
+        .clone()
+        .unwrap_or_else(|| packer.blob_cache_dir.clone());
+    let storage =
+        relstorage_settings(stack, &blob_dir).with_context(|| format!("host {}", host.name))?;
+    Ok(packing::resources(&storage, &packer, phase, templates)?)
+}
+
+/// The `memcached` layer: memcached on the host's private address, sized to its memory.
+pub fn memcached(
+    context: &HostContext<'_>,
+    phase: Phase,
+    templates: &Templates,
+) -> anyhow::Result<Vec<Resource>> {
+    let settings = MemcachedSettings::new(
+        bind_address(context.host, Layer::Memcached)?,
+        context.facts.memory_bytes,
+    );
+    Ok(memcached::resources(&settings, phase, templates)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use provision_core::stack::Secrets;
+
+    use super::*;
+
+    const RELSTORAGE: &str = "[stack]\nname = \"site\"\n\
+        [hosts.db1]\naddress = \"10.0.0.6\"\nlayers = [\"postgres\", \"memcached\"]\n\
+        [hosts.app1]\naddress = \"10.0.0.11\"\nlayers = [\"plone_instances\", \"db_packing\"]\n\
+        [attributes.plone_instances]\nenable_relstorage = true\n\
+        [attributes.plone_instances.relstorage]\npack_days = 3\ntwo_stage_pack = true\n";
+
+    fn stack(text: &str, secrets: &[(&str, &str)]) -> Stack {
+        let mut stack = Stack::parse(text, "stack.toml", None).expect("a valid stack");
+        let mut all = Secrets::new();
+        for (name, value) in secrets {
+            all.insert(name, *value);
+        }
+        stack.set_secrets(all);
+        stack
+    }
+
+    #[test]
+    fn relstorage_uses_the_postgres_host_memcached_and_the_pack_settings() {
+        let stack = stack(
+            RELSTORAGE,
+            &[("plone_instances_relstorage_db_password", "pw'1")],
+        );
+        let settings = relstorage_settings(&stack, "/srv/blobcache").unwrap();
+        assert_eq!(
+            settings.db.dsn(),
+            r"dbname='zodb' user='plone' host='10.0.0.6' password='pw\'1'"
+        );
+        assert_eq!(settings.cache_servers, ["10.0.0.6:11211"]);
+        assert!(!settings.shared_blob_dir);
+        assert_eq!(
+            (settings.pack.pack_days, settings.pack.two_stage_pack),
+            (3, true)
+        );
+    }
+
+    #[test]
+    fn a_dsn_wins_and_the_cache_can_be_off() {
+        let text = format!(
+            "{RELSTORAGE}enable_cache = false\n\
+             [attributes.plone_instances.relstorage.db]\ndsn = \"dbname=z host=elsewhere\"\n"
+        );
+        let settings = relstorage_settings(&stack(&text, &[]), "/srv/blobcache").unwrap();
+        assert_eq!(settings.db.dsn(), "dbname=z host=elsewhere");
+        assert!(settings.cache_servers.is_empty());
+    }
+
+    const ZEO: &str = "[stack]\nname = \"site\"\n\
+        [hosts.db1]\naddress = \"10.0.0.5\"\nlayers = [\"zeoserver\"]\n\
+        [attributes.plone_zeoserver]\nenable_backup = true\n\
+        [attributes.plone_zeoserver.backup_s3]\nbucket = \"zeo-backups\"\n";
+
+    #[test]
+    fn s3_copies_take_their_keys_from_the_secrets_only() {
+        let without = stack(ZEO, &[]);
+        let err = zeoserver_settings(&without, without.host("db1").unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("plone_zeoserver_backup_s3_access_key"),
+            "{err}"
+        );
+        let with = stack(
+            ZEO,
+            &[
+                (BACKUP_S3_ACCESS_KEY, "AKIDEXAMPLE"),
+                (BACKUP_S3_SECRET_KEY, "s3cr3t"),
+            ],
+        );
+        let settings = zeoserver_settings(&with, with.host("db1").unwrap()).unwrap();
+        let s3 = settings.s3.expect("S3 copies");
+        assert_eq!(s3.remote(), "backups:zeo-backups/site");
+        assert_eq!((s3.keep, s3.secret_key.as_str()), (4, "s3cr3t"));
+    }
+
+    #[test]
+    fn s3_copies_need_backups() {
+        let text = ZEO.replace("enable_backup = true", "enable_backup = false");
+        let stack = stack(
+            &text,
+            &[
+                (BACKUP_S3_ACCESS_KEY, "a1b2c3"),
+                (BACKUP_S3_SECRET_KEY, "d4e5f6"),
+            ],
+        );
+        let err = zeoserver_settings(&stack, stack.host("db1").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("enable_backup = true"), "{err}");
+    }
 }

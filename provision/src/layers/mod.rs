@@ -1,6 +1,9 @@
 //! Layer runners: for one host, compose the resources of the provisioners its layers need.
 //! They only compose; what a layer installs and renders lives in its provisioner crate.
 
+use std::net::IpAddr;
+
+use anyhow::Context as _;
 use provision_core::facts::Facts;
 use provision_core::phase::Phase;
 use provision_core::resource::Resource;
@@ -11,7 +14,9 @@ use provision_core::template::{TemplateSource, Templates};
 use crate::session::FactsByHost;
 
 mod database;
+pub mod instances;
 mod lb;
+pub mod optional;
 
 /// Every template of the workspace, for the one environment.
 pub fn all_templates() -> Vec<TemplateSource> {
@@ -19,6 +24,9 @@ pub fn all_templates() -> Vec<TemplateSource> {
         system::TEMPLATES,
         provision_nginx::TEMPLATES,
         provision_zeo::TEMPLATES,
+        provision_plone::TEMPLATES,
+        provision_celery::TEMPLATES,
+        provision_solr::TEMPLATES,
     ]
     .concat()
 }
@@ -26,24 +34,35 @@ pub fn all_templates() -> Vec<TemplateSource> {
 /// The issue that brings each layer, for the message when a stack uses one that has not
 /// landed yet.
 pub fn pending_layer(layer: Layer) -> Option<&'static str> {
-    Some(match layer {
-        Layer::Zeoserver | Layer::Postgres | Layer::Lb => return None,
-        Layer::DbPacking => "the RelStorage packing layer",
-        Layer::Memcached => "the memcached layer",
-        Layer::PloneInstances => "the Plone instances layer",
-        Layer::SharedBlobs => "the shared blob storage layer",
-        Layer::Solr | Layer::CeleryBroker => "the optional Solr and Celery layers",
-    })
+    (layer == Layer::SharedBlobs).then_some("the shared blob storage layer")
 }
 
-/// The hosts whose facts a host's layers need besides its own: an `lb` host lists the
-/// clients of every instance host, and their number comes from each host's CPU count.
+/// The hosts a host's layers need to reach besides itself: an `lb` host lists the clients of
+/// every instance host (their number comes from each host's CPU count), and an instance
+/// host's rolling restart drains its clients in every `lb` host.
 pub fn hosts_for_discovery<'a>(stack: &'a Stack, host: &HostSpec) -> Vec<&'a HostSpec> {
+    let mut hosts = Vec::new();
     if host.has_layer(Layer::Lb) && stack.attributes().plone_instances.instance_count.is_none() {
-        stack.hosts_with(Layer::PloneInstances)
-    } else {
-        Vec::new()
+        hosts.extend(stack.hosts_with(Layer::PloneInstances));
     }
+    // A release on an instance host restarts its clients drained in every HAProxy.
+    if host.has_layer(Layer::PloneInstances) {
+        hosts.extend(stack.hosts_with(Layer::Lb));
+    }
+    hosts
+}
+
+/// The address a service of `host` binds to: its private (service) address, which must be an
+/// IP address (a service never binds 0.0.0.0 by default).
+pub(crate) fn bind_address(host: &HostSpec, layer: Layer) -> anyhow::Result<IpAddr> {
+    let address = host.service_address();
+    address.parse().with_context(|| {
+        format!(
+            "host {}: the {layer} layer binds to the host's private address, but `{address}` is \
+             not an IP address; set `private_address` of [hosts.{}] to its private IP",
+            host.name, host.name
+        )
+    })
 }
 
 /// What a layer runner sees of one host.
@@ -71,6 +90,15 @@ pub fn resources(
                 Layer::Lb => lb::resources(context, *phase, templates)?,
                 Layer::Zeoserver => database::zeoserver(context, *phase, templates)?,
                 Layer::Postgres => database::postgres(context, *phase, templates)?,
+                Layer::PloneInstances => {
+                    let mut resources = instances::resources(context, *phase, templates)?;
+                    resources.extend(optional::workers(context, *phase, templates)?);
+                    resources
+                }
+                Layer::CeleryBroker => optional::broker(context, *phase, templates)?,
+                Layer::Solr => optional::solr(context, *phase, templates)?,
+                Layer::DbPacking => database::packing(context, *phase, templates)?,
+                Layer::Memcached => database::memcached(context, *phase, templates)?,
                 _ => Vec::new(),
             });
         }

@@ -70,6 +70,13 @@ pub struct PloneInstances {
     pub celery_args: String,
     /// Extra arguments for `bin/celery beat`. Default `""`.
     pub beat_args: String,
+    /// The Celery app the workers run (`celery -A`): a module such as `my.package.tasks`, or
+    /// `module:attribute`. Default none: a `bin/celery` that configures itself (buildout's
+    /// collective.recipe.celery). Not in the cookbook, whose buildouts always had that part.
+    pub celery_app: Option<String>,
+    /// Task modules the workers import and the clients get as `CELERY_IMPORTS`
+    /// (collective.celery). Default none. Not in the cookbook.
+    pub celery_imports: Vec<String>,
     /// The layer whose first host is the Celery broker. Default `celery_broker`.
     pub broker_layer: Layer,
     /// A fixed Celery broker (such as ElastiCache), instead of the `broker_layer` host.
@@ -121,6 +128,8 @@ impl Default for PloneInstances {
             celerybeat: false,
             celery_args: String::new(),
             beat_args: String::new(),
+            celery_app: None,
+            celery_imports: Vec::new(),
             broker_layer: Layer::CeleryBroker,
             broker: Broker::default(),
             solr_enabled: false,
@@ -332,6 +341,9 @@ pub struct PloneZeoserver {
     pub syslog_facility: Option<String>,
     /// The syslog level. Default `"INFO"`.
     pub syslog_level: String,
+    /// Copies of the backups in an S3 bucket, so that the database survives the loss of its
+    /// host. Not a cookbook key.
+    pub backup_s3: BackupS3,
 }
 
 impl Default for PloneZeoserver {
@@ -345,6 +357,41 @@ impl Default for PloneZeoserver {
             gluster_blobs: false,
             syslog_facility: None,
             syslog_level: "INFO".to_string(),
+            backup_s3: BackupS3::default(),
+        }
+    }
+}
+
+/// `plone_zeoserver.backup_s3`: copies of the ZEO backups in an S3 bucket (or an S3-compatible
+/// store), pushed by the ZEO host itself after every backup (with Debian's `rclone`), so they
+/// are made also when no controller runs. Needs `enable_backup`. The keys come only from the
+/// secrets file or the environment: `plone_zeoserver_backup_s3_access_key` and
+/// `plone_zeoserver_backup_s3_secret_key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupS3 {
+    /// The bucket; it must exist. Default none: the backups stay on the host.
+    pub bucket: Option<String>,
+    /// Where in the bucket this stack's backups go. Default none: the stack's name.
+    pub prefix: Option<String>,
+    /// The endpoint URL of an S3-compatible store, such as `https://minio.example.org:9000`
+    /// (path-style requests). Default none: AWS S3.
+    pub endpoint: Option<String>,
+    /// The bucket's region. Default `"us-east-1"`.
+    pub region: String,
+    /// Full backups kept in the bucket, each with its incrementals and blob snapshots (a full
+    /// backup is made every Sunday); at least the 2 the host keeps. Default 4.
+    pub keep: u32,
+}
+
+impl Default for BackupS3 {
+    fn default() -> Self {
+        BackupS3 {
+            bucket: None,
+            prefix: None,
+            endpoint: None,
+            region: "us-east-1".to_string(),
+            keep: 4,
         }
     }
 }

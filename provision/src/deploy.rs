@@ -1,0 +1,474 @@
+//! Releases across hosts: build everywhere, then switch and restart one client at a time,
+//! drained in HAProxy, health-checked, put back; a client that fails its health check sends
+//! its host back to the previous release and stops the rollout.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use provision_core::engine::Progress;
+use provision_core::facts::Facts;
+use provision_core::host::{Command, Host, Output};
+use provision_core::stack::HostSpec;
+use provision_core::template::Templates;
+use provision_nginx::haproxy::BACKEND;
+use provision_nginx::haproxy_runtime::{
+    AdminState, parse_set_server_answer, parse_show_stat, set_server_state, show_stat,
+    socket_shell_command,
+};
+use provision_plone::InstanceSettings;
+use provision_plone::deploy::{self as scripts, Prepared, Report};
+
+use crate::layers::instances;
+use crate::session::Session;
+
+/// How long a drained client may keep serving its requests before it is restarted anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of a failed client's log in the report.
+const LOG_LINES: u32 = 30;
+
+/// What happened to one instance host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostDeploy {
+    pub host: String,
+    /// The live release after the command.
+    pub release: Option<String>,
+    pub revision: Option<String>,
+    pub outcome: DeployOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", content = "error", rename_all = "snake_case")]
+pub enum DeployOutcome {
+    /// The revision and configuration were live already.
+    Unchanged,
+    /// A new release is live and every client answered.
+    Deployed,
+    /// Built, but not switched: the rollout stopped before this host.
+    NotSwitched,
+    /// Back on the previous release (`provision rollback`, or after a failed health check).
+    RolledBack,
+    /// Every client was restarted and answered.
+    Restarted,
+    Failed(String),
+}
+
+/// One instance host, ready to deploy.
+pub struct Target<'a> {
+    pub host: Host,
+    pub spec: &'a HostSpec,
+    pub settings: InstanceSettings,
+    /// The Celery workers of the host, restarted with each release.
+    pub workers: Option<provision_celery::WorkerSettings>,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(
+        session: &Session,
+        spec: &'a HostSpec,
+        host: Host,
+        facts: &Facts,
+        templates: &Templates,
+    ) -> anyhow::Result<Target<'a>> {
+        let settings = instances::settings(&session.stack, spec, facts.cpus, templates)?;
+        let workers = crate::layers::optional::worker_settings(&session.stack, spec)?;
+        Ok(Target {
+            host,
+            spec,
+            settings,
+            workers,
+        })
+    }
+}
+
+/// Run a deploy script on a host; a non-zero exit is an error with what it printed.
+async fn step(
+    session: &Session,
+    host: &Host,
+    what: &str,
+    command: Command,
+) -> anyhow::Result<(Report, Output)> {
+    let output = host
+        .exec(command.timeout(session.command_timeout()))
+        .await
+        .with_context(|| what.to_string())?;
+    let report = scripts::check_step(what, &output).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((report, output))
+}
+
+/// `deploy` (and the deploy part of `up`): build `revision` on every target at once; when
+/// every build succeeded, switch host by host with a rolling restart.
+pub async fn deploy(
+    session: &Session,
+    targets: &[Target<'_>],
+    lbs: &[Host],
+    revision: Option<&str>,
+    templates: &Templates,
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<HostDeploy>> {
+    let app = instances::app(&session.stack)?;
+    let revision = revision
+        .map(str::to_string)
+        .or_else(|| app.revision.clone())
+        .unwrap_or_else(|| "HEAD".to_string());
+    let source = instances::source(&session.stack, app, &revision).await?;
+
+    // Build everywhere first: a failed build anywhere switches nothing anywhere.
+    let builds: Vec<anyhow::Result<Prepared>> =
+        futures::stream::iter(targets.iter().map(|target| {
+            let source = &source;
+            async move {
+                progress.step(
+                    target.host.name(),
+                    &format!("building {}", describe(source)),
+                );
+                let command = scripts::prepare_release(&target.settings, source, templates)?;
+                let output = target
+                    .host
+                    .exec(command.timeout(session.command_timeout()))
+                    .await?;
+                scripts::parse_prepared(&output).map_err(|e| anyhow::anyhow!("{e}"))
+            }
+        }))
+        .buffered(usize::from(session.args.parallel))
+        .collect()
+        .await;
+
+    let mut reports: Vec<HostDeploy> = Vec::new();
+    let mut to_switch = Vec::new();
+    for (target, build) in targets.iter().zip(builds) {
+        let name = target.host.name().to_string();
+        match build {
+            Ok(Prepared::Unchanged { release, commit }) => {
+                progress.step(&name, "release unchanged");
+                reports.push(HostDeploy {
+                    host: name,
+                    release: Some(release),
+                    revision: Some(commit),
+                    outcome: DeployOutcome::Unchanged,
+                });
+            }
+            Ok(Prepared::Built { release, commit }) => {
+                progress.step(&name, &format!("built {release}"));
+                reports.push(HostDeploy {
+                    host: name,
+                    release: Some(release.clone()),
+                    revision: Some(commit),
+                    outcome: DeployOutcome::NotSwitched,
+                });
+                to_switch.push((target, release));
+            }
+            Err(error) => reports.push(HostDeploy {
+                host: name,
+                release: None,
+                revision: None,
+                outcome: DeployOutcome::Failed(session.mask(&format!("building: {error:#}"))),
+            }),
+        }
+    }
+    if reports
+        .iter()
+        .any(|r| matches!(r.outcome, DeployOutcome::Failed(_)))
+    {
+        // The new releases stay built (unswitched) and will be pruned later.
+        return Ok(reports);
+    }
+
+    for (target, release) in to_switch {
+        let name = target.host.name();
+        let report = reports
+            .iter_mut()
+            .find(|r| r.host == name)
+            .expect("a report per target");
+        progress.step(name, &format!("switching to {release}"));
+        let switch = scripts::switch_current(&target.settings, &release, templates)?;
+        if let Err(error) = step(
+            session,
+            &target.host,
+            "switching current",
+            Command::new(switch),
+        )
+        .await
+        {
+            report.outcome = DeployOutcome::Failed(session.mask(&format!("{error:#}")));
+            return Ok(reports);
+        }
+        match restart_clients(session, target, lbs, templates, progress).await {
+            Ok(()) => {
+                report.outcome = DeployOutcome::Deployed;
+                if let Some(workers) = &target.workers {
+                    progress.step(name, "restarting the Celery workers");
+                    let restart = provision_celery::worker::restart_command(workers);
+                    if let Err(error) = step(
+                        session,
+                        &target.host,
+                        "restarting the Celery workers",
+                        Command::new(restart),
+                    )
+                    .await
+                    {
+                        report.outcome = DeployOutcome::Failed(session.mask(&format!("{error:#}")));
+                        return Ok(reports);
+                    }
+                }
+                let prune = scripts::prune_releases(&target.settings, templates)?;
+                if let Err(error) = step(
+                    session,
+                    &target.host,
+                    "pruning releases",
+                    Command::new(prune),
+                )
+                .await
+                {
+                    progress.step(name, &format!("pruning old releases failed: {error:#}"));
+                }
+            }
+            Err(failure) => {
+                progress.step(name, "a client failed: going back to the previous release");
+                let back = back_to_previous(session, target, lbs, templates, progress).await;
+                report.outcome = DeployOutcome::Failed(session.mask(&format!(
+                    "{failure}\n{}",
+                    match back {
+                        Ok(previous) => format!("{name} is back on {previous}"),
+                        Err(error) =>
+                            format!("going back to the previous release failed too: {error:#}"),
+                    }
+                )));
+                return Ok(reports);
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// `rollback`: every target back to its previous release, each with a rolling restart.
+pub async fn rollback(
+    session: &Session,
+    targets: &[Target<'_>],
+    lbs: &[Host],
+    templates: &Templates,
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<HostDeploy>> {
+    let mut reports = Vec::new();
+    for target in targets {
+        let name = target.host.name().to_string();
+        match back_to_previous(session, target, lbs, templates, progress).await {
+            Ok(release) => reports.push(HostDeploy {
+                host: name,
+                release: Some(release),
+                revision: None,
+                outcome: DeployOutcome::RolledBack,
+            }),
+            Err(error) => {
+                reports.push(HostDeploy {
+                    host: name,
+                    release: None,
+                    revision: None,
+                    outcome: DeployOutcome::Failed(session.mask(&format!("{error:#}"))),
+                });
+                break;
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// `restart`: a rolling restart of every client of every target.
+pub async fn restart(
+    session: &Session,
+    targets: &[Target<'_>],
+    lbs: &[Host],
+    templates: &Templates,
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<HostDeploy>> {
+    let mut reports = Vec::new();
+    for target in targets {
+        let name = target.host.name().to_string();
+        let outcome = match restart_clients(session, target, lbs, templates, progress).await {
+            Ok(()) => DeployOutcome::Restarted,
+            Err(failure) => DeployOutcome::Failed(session.mask(&failure)),
+        };
+        let failed = matches!(outcome, DeployOutcome::Failed(_));
+        reports.push(HostDeploy {
+            host: name,
+            release: None,
+            revision: None,
+            outcome,
+        });
+        if failed {
+            break;
+        }
+    }
+    Ok(reports)
+}
+
+/// Switch `current` back to the previous release and restart every client on it.
+async fn back_to_previous(
+    session: &Session,
+    target: &Target<'_>,
+    lbs: &[Host],
+    templates: &Templates,
+    progress: &dyn Progress,
+) -> anyhow::Result<String> {
+    let script = scripts::rollback(&target.settings, templates)?;
+    let (report, _) = step(session, &target.host, "rolling back", Command::new(script)).await?;
+    let current = report
+        .get("current")
+        .unwrap_or("the previous release")
+        .to_string();
+    progress.step(target.host.name(), &format!("back on {current}"));
+    restart_clients(session, target, lbs, templates, progress)
+        .await
+        .map_err(|failure| anyhow::anyhow!("{failure}"))?;
+    Ok(current)
+}
+
+/// Restart the clients of one host one by one: drain in every HAProxy, wait for its requests
+/// to finish (bounded), take it out, restart, wait for its health URL, put it back, then wait
+/// `restart_delay`. The error names the host and client and ends with the client's log.
+async fn restart_clients(
+    session: &Session,
+    target: &Target<'_>,
+    lbs: &[Host],
+    templates: &Templates,
+    progress: &dyn Progress,
+) -> Result<(), String> {
+    let attributes = session.stack.attributes();
+    let delay = Duration::from_secs(attributes.plone_instances.restart_delay);
+    let health_path = attributes.haproxy.health_check_url.clone();
+    let health_timeout = session.args.health_timeout;
+    let host = &target.host;
+    let address = target.spec.service_address();
+    for (index, client) in target.settings.clients.iter().enumerate() {
+        let server = format!("{}-{}", target.spec.name, index + 1);
+        let fail = |what: String| async move {
+            let tail = match scripts::client_log_tail(
+                &target.settings,
+                &client.name,
+                LOG_LINES,
+                templates,
+            ) {
+                Ok(script) => host
+                    .exec(Command::new(script))
+                    .await
+                    .map(|o| o.stdout_lossy())
+                    .unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            format!(
+                "host {}, {}: {what}\nthe last lines of its log:\n{}",
+                host.name(),
+                client.name,
+                tail.trim_end()
+            )
+        };
+        progress.step(host.name(), &format!("draining {server}"));
+        drain(session, lbs, &server).await;
+        set_state(session, lbs, &server, AdminState::Maint).await;
+        progress.step(host.name(), &format!("restarting {}", client.name));
+        let restart = scripts::restart_client(&target.settings, &client.name);
+        match host
+            .exec(Command::new(restart).timeout(session.command_timeout()))
+            .await
+        {
+            Ok(output) if output.success() => {}
+            Ok(output) => {
+                return Err(fail(format!(
+                    "restart failed ({}): {}",
+                    output.describe_exit(),
+                    output.stderr_lossy().trim()
+                ))
+                .await);
+            }
+            Err(error) => return Err(fail(format!("restart failed: {error}")).await),
+        }
+        let health = scripts::client_health(
+            address,
+            client.port,
+            &health_path,
+            health_timeout,
+            templates,
+        )
+        .map_err(|e| e.to_string())?;
+        match host.exec(Command::new(health)).await {
+            Ok(output) if output.success() => {}
+            Ok(output) => {
+                let report = Report::parse(&output.stdout_lossy());
+                return Err(fail(format!(
+                    "no 200 from http://{address}:{}{health_path} within {health_timeout}s (last status {})",
+                    client.port,
+                    report.get("status").unwrap_or("none")
+                ))
+                .await);
+            }
+            Err(error) => return Err(fail(format!("health check failed: {error}")).await),
+        }
+        set_state(session, lbs, &server, AdminState::Ready).await;
+        progress.step(host.name(), &format!("{} is back", client.name));
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    Ok(())
+}
+
+/// Drain `server` in every HAProxy and wait until none serves a request on it (bounded).
+async fn drain(session: &Session, lbs: &[Host], server: &str) {
+    if !set_state(session, lbs, server, AdminState::Drain).await {
+        return;
+    }
+    let socket = &session.stack.attributes().haproxy.stats_socket_path;
+    let Ok(command) = show_stat(BACKEND) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    for lb in lbs {
+        loop {
+            let busy = match lb
+                .exec(Command::new(socket_shell_command(socket, &command)))
+                .await
+            {
+                Ok(output) => parse_show_stat(&output.stdout_lossy())
+                    .map(|stats| {
+                        stats
+                            .iter()
+                            .any(|s| s.name == server && s.current_sessions > 0)
+                    })
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            if !busy || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Set `server`'s state in every HAProxy; whether any of them knows the server. An HAProxy
+/// that does not list it yet (its `configure` has not run) is passed over.
+async fn set_state(session: &Session, lbs: &[Host], server: &str, state: AdminState) -> bool {
+    let socket = &session.stack.attributes().haproxy.stats_socket_path;
+    let Ok(command) = set_server_state(BACKEND, server, state) else {
+        return false;
+    };
+    let mut known = false;
+    for lb in lbs {
+        if let Ok(output) = lb
+            .exec(Command::new(socket_shell_command(socket, &command)))
+            .await
+        {
+            known |= output.success() && parse_set_server_answer(&output.stdout_lossy()).is_ok();
+        }
+    }
+    known
+}
+
+fn describe(source: &scripts::Source) -> String {
+    match source {
+        scripts::Source::Git { url, revision } => format!("{url} at {revision}"),
+        scripts::Source::Pushed(tree) => {
+            format!("commit {}", &tree.commit[..12.min(tree.commit.len())])
+        }
+    }
+}
