@@ -173,14 +173,7 @@ pub(crate) fn check_path(setting: &str, path: &str) -> Result<(), CeleryError> {
 
 /// A user or group name as `useradd` accepts it.
 pub(crate) fn check_account(setting: &str, name: &str) -> Result<(), CeleryError> {
-    let mut bytes = name.bytes();
-    let first = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
-    if !first
-        || name.len() > 32
-        || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    {
+    if !provision_core::resource::is_valid_account_name(name) {
         return Err(invalid(
             setting,
             format!("{name:?} is not a valid user or group name"),

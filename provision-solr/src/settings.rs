@@ -433,14 +433,7 @@ fn check_path(setting: &'static str, path: &str) -> Result<(), SolrError> {
 
 /// A user or group name as `useradd` accepts it.
 fn check_account(setting: &'static str, name: &str) -> Result<(), SolrError> {
-    let mut bytes = name.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
-    if !first_ok
-        || name.len() > 32
-        || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    {
+    if !provision_core::resource::is_valid_account_name(name) {
         return Err(invalid(
             setting,
             format!("{name:?} is not a valid user or group name"),

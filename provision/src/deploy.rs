@@ -13,8 +13,8 @@ use provision_core::stack::HostSpec;
 use provision_core::template::Templates;
 use provision_nginx::haproxy::BACKEND;
 use provision_nginx::haproxy_runtime::{
-    AdminState, parse_set_server_answer, parse_show_stat, set_server_state, show_stat,
-    socket_shell_command,
+    AdminState, ServerStatus, parse_set_server_answer, parse_show_stat, set_server_state,
+    show_stat, socket_shell_command,
 };
 use provision_plone::InstanceSettings;
 use provision_plone::deploy::{self as scripts, Prepared, Report};
@@ -404,6 +404,13 @@ async fn restart_clients(
             Err(error) => return Err(fail(format!("health check failed: {error}")).await),
         }
         set_state(session, lbs, &server, AdminState::Ready).await;
+        // The next client goes out only once HAProxy has seen this one answer its check.
+        if !wait_until_up(session, lbs, &server).await {
+            progress.step(
+                host.name(),
+                &format!("{server} is not UP in HAProxy yet; going on"),
+            );
+        }
         progress.step(host.name(), &format!("{} is back", client.name));
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -443,6 +450,41 @@ async fn drain(session: &Session, lbs: &[Host], server: &str) {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// Wait until every HAProxy that lists `server` reports it UP (bounded by the drain timeout).
+async fn wait_until_up(session: &Session, lbs: &[Host], server: &str) -> bool {
+    let socket = &session.stack.attributes().haproxy.stats_socket_path;
+    let Ok(command) = show_stat(BACKEND) else {
+        return false;
+    };
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    for lb in lbs {
+        loop {
+            let up = match lb
+                .exec(Command::new(socket_shell_command(socket, &command)))
+                .await
+            {
+                Ok(output) => parse_show_stat(&output.stdout_lossy())
+                    .map(|stats| {
+                        stats
+                            .iter()
+                            .find(|s| s.name == server)
+                            .is_none_or(|s| s.status == ServerStatus::Up)
+                    })
+                    .unwrap_or(true),
+                Err(_) => true,
+            };
+            if up {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    true
 }
 
 /// Set `server`'s state in every HAProxy; whether any of them knows the server. An HAProxy

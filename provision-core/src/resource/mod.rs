@@ -21,7 +21,7 @@ pub use script::Script;
 pub use service::{Service, ServiceState, Unit};
 pub use symlink::Symlink;
 pub use timer::Timer;
-pub use user::{Group, User};
+pub use user::{Group, User, is_valid_account_name};
 
 /// One thing a host should have.
 #[derive(Debug, Clone)]

@@ -3,6 +3,18 @@
 use super::{Drift, state_value};
 use crate::shell::quote;
 
+/// Whether `name` is a user or group name `useradd` and `groupadd` accept (Debian's default
+/// rule: lowercase, digits, `_` and `-`, starting with a letter or `_`, at most 32 bytes).
+pub fn is_valid_account_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
+    first_ok
+        && name.len() <= 32
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 #[derive(Debug, Clone)]
 pub struct User {
     pub name: String,
