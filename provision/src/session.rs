@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use provision_core::engine::{Connection, Progress};
 use provision_core::host::SshTarget;
-use provision_core::stack::{HostSpec, Layer, Secrets, Stack};
+use provision_core::stack::{HostSpec, Layer, Secrets, Stack, nearest};
 
 use crate::BadInput;
 use crate::cli::StackArgs;
@@ -66,7 +66,7 @@ impl Session {
                 return Err(BadInput(format!(
                     "--host {wanted}: no such host in {}{}",
                     self.args.stack.display(),
-                    nearest(wanted, &names)
+                    nearest(wanted, names.iter().copied())
                         .map(|n| format!("; did you mean `{n}`?"))
                         .unwrap_or_default()
                 )));
@@ -77,7 +77,7 @@ impl Session {
                 let all: Vec<&str> = Layer::ALL.iter().map(|l| l.as_str()).collect();
                 return Err(BadInput(format!(
                     "--layer {wanted}: no such layer{}; layers are: {}",
-                    nearest(wanted, &all)
+                    nearest(wanted, all.iter().copied())
                         .map(|n| format!(" (did you mean `{n}`?)"))
                         .unwrap_or_default(),
                     all.join(", ")
@@ -211,31 +211,6 @@ fn move_into_sandbox(
         host.user = twin.user.clone();
     }
     Ok(())
-}
-
-fn nearest<'a>(wanted: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (strsim_distance(wanted, c), *c))
-        .filter(|(d, _)| *d <= 3)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance (small inputs: host and layer names).
-fn strsim_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// Progress lines on stderr: `[host] step (elapsed)`.

@@ -239,10 +239,7 @@ impl fmt::Display for Problem {
 }
 
 /// The candidate nearest to `word`, if one is near enough to be a likely typo.
-pub(crate) fn nearest<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
+pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let lower = word.to_ascii_lowercase();
     // Words in another order (`celery_enabled` for `enable_celery`) compare as near.
     let sorted = |s: &str| {

@@ -54,7 +54,7 @@ pub use attributes::{
     S3fsMount, System, Tmpdir, Traceview, UnattendedUpgrades, VarnishPlone, Zeo,
 };
 pub use discovery::{Backend, DiscoveryError, Endpoint};
-pub use error::{Location, Problem, ProblemKind, StackError};
+pub use error::{Location, Problem, ProblemKind, StackError, nearest};
 pub use layer::{Layer, UnknownLayer};
 pub use model::{App, AppKind, HostSpec, SshDefaults};
 pub use secrets::{MASK, MASK_MIN_LEN, SECRET_ENV_PREFIX, SecretString, Secrets};
