@@ -47,6 +47,9 @@ pub struct StackArgs {
     /// to the previous release.
     #[arg(long, default_value_t = 180, value_name = "SECONDS")]
     pub health_timeout: u64,
+    /// How many Plone clients of a host a rolling restart takes out of HAProxy at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub max_in_flight: u16,
     /// Reach the hosts of this stack in the local sandbox (`provision sandbox up`) instead of
     /// their addresses in the stack file.
     #[arg(long)]

@@ -16,8 +16,8 @@ use provision_nginx::haproxy_runtime::{
     AdminState, ServerStatus, parse_set_server_answer, parse_show_stat, set_server_state,
     show_stat, socket_shell_command,
 };
-use provision_plone::InstanceSettings;
 use provision_plone::deploy::{self as scripts, Prepared, Report};
+use provision_plone::{ClientSettings, InstanceSettings};
 
 use crate::layers::instances;
 use crate::session::Session;
@@ -323,8 +323,9 @@ async fn back_to_previous(
     Ok(current)
 }
 
-/// Restart the clients of one host one by one: drain in every HAProxy, wait for its requests
-/// to finish (bounded), take it out, restart, wait for its health URL, put it back, then wait
+/// Restart the clients of one host, `--max-in-flight` at a time (default one): each is
+/// drained in every HAProxy, waited for until its requests finish (bounded), taken out,
+/// restarted, checked on its health URL, put back and seen UP by HAProxy; then
 /// `restart_delay`. The error names the host and client and ends with the client's log.
 async fn restart_clients(
     session: &Session,
@@ -333,21 +334,43 @@ async fn restart_clients(
     templates: &Templates,
     progress: &dyn Progress,
 ) -> Result<(), String> {
+    let delay = Duration::from_secs(session.stack.attributes().plone_instances.restart_delay);
+    let clients: Vec<(usize, &ClientSettings)> =
+        target.settings.clients.iter().enumerate().collect();
+    for group in clients.chunks(usize::from(session.args.max_in_flight)) {
+        let results = futures::future::join_all(group.iter().map(|(index, client)| {
+            restart_client(session, target, lbs, templates, progress, index + 1, client)
+        }))
+        .await;
+        if let Some(failure) = results.into_iter().find_map(Result::err) {
+            return Err(failure);
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    Ok(())
+}
+
+/// One client of a rolling restart; `number` is its HAProxy server's (`<host>-<number>`).
+async fn restart_client(
+    session: &Session,
+    target: &Target<'_>,
+    lbs: &[Host],
+    templates: &Templates,
+    progress: &dyn Progress,
+    number: usize,
+    client: &ClientSettings,
+) -> Result<(), String> {
     let attributes = session.stack.attributes();
-    let delay = Duration::from_secs(attributes.plone_instances.restart_delay);
-    let health_path = attributes.haproxy.health_check_url.clone();
+    let health_path = &attributes.haproxy.health_check_url;
     let health_timeout = session.args.health_timeout;
     let host = &target.host;
     let address = target.spec.service_address();
-    for (index, client) in target.settings.clients.iter().enumerate() {
-        let server = format!("{}-{}", target.spec.name, index + 1);
-        let fail = |what: String| async move {
-            let tail = match scripts::client_log_tail(
-                &target.settings,
-                &client.name,
-                LOG_LINES,
-                templates,
-            ) {
+    let server = format!("{}-{number}", target.spec.name);
+    let fail = |what: String| async move {
+        let tail =
+            match scripts::client_log_tail(&target.settings, &client.name, LOG_LINES, templates) {
                 Ok(script) => host
                     .exec(Command::new(script))
                     .await
@@ -355,67 +378,58 @@ async fn restart_clients(
                     .unwrap_or_default(),
                 Err(_) => String::new(),
             };
-            format!(
-                "host {}, {}: {what}\nthe last lines of its log:\n{}",
-                host.name(),
-                client.name,
-                tail.trim_end()
-            )
-        };
-        progress.step(host.name(), &format!("draining {server}"));
-        drain(session, lbs, &server).await;
-        set_state(session, lbs, &server, AdminState::Maint).await;
-        progress.step(host.name(), &format!("restarting {}", client.name));
-        let restart = scripts::restart_client(&target.settings, &client.name);
-        match host
-            .exec(Command::new(restart).timeout(session.command_timeout()))
-            .await
-        {
-            Ok(output) if output.success() => {}
-            Ok(output) => {
-                return Err(fail(format!(
-                    "restart failed ({}): {}",
-                    output.describe_exit(),
-                    output.stderr_lossy().trim()
-                ))
-                .await);
-            }
-            Err(error) => return Err(fail(format!("restart failed: {error}")).await),
-        }
-        let health = scripts::client_health(
-            address,
-            client.port,
-            &health_path,
-            health_timeout,
-            templates,
+        format!(
+            "host {}, {}: {what}\nthe last lines of its log:\n{}",
+            host.name(),
+            client.name,
+            tail.trim_end()
         )
-        .map_err(|e| e.to_string())?;
-        match host.exec(Command::new(health)).await {
-            Ok(output) if output.success() => {}
-            Ok(output) => {
-                let report = Report::parse(&output.stdout_lossy());
-                return Err(fail(format!(
-                    "no 200 from http://{address}:{}{health_path} within {health_timeout}s (last status {})",
-                    client.port,
-                    report.get("status").unwrap_or("none")
-                ))
-                .await);
-            }
-            Err(error) => return Err(fail(format!("health check failed: {error}")).await),
+    };
+    progress.step(host.name(), &format!("draining {server}"));
+    drain(session, lbs, &server).await;
+    set_state(session, lbs, &server, AdminState::Maint).await;
+    progress.step(host.name(), &format!("restarting {}", client.name));
+    let restart = scripts::restart_client(&target.settings, &client.name);
+    match host
+        .exec(Command::new(restart).timeout(session.command_timeout()))
+        .await
+    {
+        Ok(output) if output.success() => {}
+        Ok(output) => {
+            return Err(fail(format!(
+                "restart failed ({}): {}",
+                output.describe_exit(),
+                output.stderr_lossy().trim()
+            ))
+            .await);
         }
-        set_state(session, lbs, &server, AdminState::Ready).await;
-        // The next client goes out only once HAProxy has seen this one answer its check.
-        if !wait_until_up(session, lbs, &server).await {
-            progress.step(
-                host.name(),
-                &format!("{server} is not UP in HAProxy yet; going on"),
-            );
-        }
-        progress.step(host.name(), &format!("{} is back", client.name));
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        Err(error) => return Err(fail(format!("restart failed: {error}")).await),
     }
+    let health =
+        scripts::client_health(address, client.port, health_path, health_timeout, templates)
+            .map_err(|e| e.to_string())?;
+    match host.exec(Command::new(health)).await {
+        Ok(output) if output.success() => {}
+        Ok(output) => {
+            let report = Report::parse(&output.stdout_lossy());
+            return Err(fail(format!(
+                "no 200 from http://{address}:{}{health_path} within {health_timeout}s (last status {})",
+                client.port,
+                report.get("status").unwrap_or("none")
+            ))
+            .await);
+        }
+        Err(error) => return Err(fail(format!("health check failed: {error}")).await),
+    }
+    set_state(session, lbs, &server, AdminState::Ready).await;
+    // The next client goes out only once HAProxy has seen this one answer its check.
+    if !wait_until_up(session, lbs, &server).await {
+        progress.step(
+            host.name(),
+            &format!("{server} is not UP in HAProxy yet; going on"),
+        );
+    }
+    progress.step(host.name(), &format!("{} is back", client.name));
     Ok(())
 }
 

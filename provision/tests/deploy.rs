@@ -275,12 +275,26 @@ fn releases_roll_out_without_a_failed_request_and_bad_ones_change_nothing() {
     assert_eq!(current(&hosts, "app2"), first_app2);
     assert_eq!(get(&web, "/"), 200);
 
-    // `provision restart`: a rolling restart; every client answers after it.
-    let out = provision(dir.path(), &["restart", "--sandbox"]);
+    // `provision restart` two clients at a time (a whole host here) under load: the other
+    // host serves meanwhile, no request fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(web.clone(), stop.clone());
+    let out = provision(
+        dir.path(),
+        &["restart", "--sandbox", "--max-in-flight", "2"],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let (requests, failures) = loader.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(
         text(&out.stdout).contains("app2: every client restarted"),
         "{}",
         show(&out)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} requests failed during the restart: {failures:?}",
+        failures.len()
     );
 }
