@@ -13,8 +13,8 @@ use provision_core::stack::HostSpec;
 use provision_core::template::Templates;
 use provision_nginx::haproxy::BACKEND;
 use provision_nginx::haproxy_runtime::{
-    AdminState, ServerStatus, parse_set_server_answer, parse_show_stat, set_server_state,
-    show_stat, socket_shell_command,
+    AdminState, ServerStat, ServerStatus, parse_set_server_answer, parse_show_stat,
+    set_server_state, show_stat, socket_shell_command,
 };
 use provision_plone::deploy::{self as scripts, Prepared, Report};
 use provision_plone::{ClientSettings, InstanceSettings};
@@ -435,39 +435,31 @@ async fn restart_client(
 
 /// Drain `server` in every HAProxy and wait until none serves a request on it (bounded).
 async fn drain(session: &Session, lbs: &[Host], server: &str) {
-    if !set_state(session, lbs, server, AdminState::Drain).await {
-        return;
-    }
-    let socket = &session.stack.attributes().haproxy.stats_socket_path;
-    let Ok(command) = show_stat(BACKEND) else {
-        return;
-    };
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    for lb in lbs {
-        loop {
-            let busy = match lb
-                .exec(Command::new(socket_shell_command(socket, &command)))
-                .await
-            {
-                Ok(output) => parse_show_stat(&output.stdout_lossy())
-                    .map(|stats| {
-                        stats
-                            .iter()
-                            .any(|s| s.name == server && s.current_sessions > 0)
-                    })
-                    .unwrap_or(false),
-                Err(_) => false,
-            };
-            if !busy || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+    if set_state(session, lbs, server, AdminState::Drain).await {
+        wait_for_server(session, lbs, server, |s| {
+            s.is_none_or(|s| s.current_sessions == 0)
+        })
+        .await;
     }
 }
 
 /// Wait until every HAProxy that lists `server` reports it UP (bounded by the drain timeout).
 async fn wait_until_up(session: &Session, lbs: &[Host], server: &str) -> bool {
+    wait_for_server(session, lbs, server, |s| {
+        s.is_none_or(|s| s.status == ServerStatus::Up)
+    })
+    .await
+}
+
+/// Poll `show stat` of every HAProxy until `settled` holds for `server` (given `None` when
+/// that HAProxy does not list it), at most [`DRAIN_TIMEOUT`] in all; whether it settled. An
+/// HAProxy whose socket does not answer is passed over.
+async fn wait_for_server(
+    session: &Session,
+    lbs: &[Host],
+    server: &str,
+    settled: impl Fn(Option<&ServerStat>) -> bool,
+) -> bool {
     let socket = &session.stack.attributes().haproxy.stats_socket_path;
     let Ok(command) = show_stat(BACKEND) else {
         return false;
@@ -475,21 +467,16 @@ async fn wait_until_up(session: &Session, lbs: &[Host], server: &str) -> bool {
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     for lb in lbs {
         loop {
-            let up = match lb
+            let done = match lb
                 .exec(Command::new(socket_shell_command(socket, &command)))
                 .await
             {
                 Ok(output) => parse_show_stat(&output.stdout_lossy())
-                    .map(|stats| {
-                        stats
-                            .iter()
-                            .find(|s| s.name == server)
-                            .is_none_or(|s| s.status == ServerStatus::Up)
-                    })
+                    .map(|stats| settled(stats.iter().find(|s| s.name == server)))
                     .unwrap_or(true),
                 Err(_) => true,
             };
-            if up {
+            if done {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
