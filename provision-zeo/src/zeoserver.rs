@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use provision_core::phase::Phase;
 use provision_core::resource::{
-    Directory, File, Group, Packages, Resource, Service, Timer, Unit, User,
+    Directory, File, Group, Packages, Resource, Service, Symlink, Timer, Unit, User,
 };
 use provision_core::template::Templates;
 use serde::Serialize;
@@ -56,9 +56,12 @@ pub struct ZeoServerSettings {
     pub config_dir: String,
     /// `plone_zeoserver.filestorage_dir`: holds `Data.fs`. Default `/var/lib/zeo/filestorage`.
     pub filestorage_dir: String,
-    /// The server's blob directory (`plone_blobs.blob_dir` or the blob mount).
-    /// Default `/var/lib/zeo/blobstorage`.
+    /// The server's blob directory, as zeo.conf names it. Default `/var/lib/zeo/blobstorage`.
     pub blob_dir: String,
+    /// Where the blobs really are when not in `blob_dir` (`plone_blobs.blob_dir`, a shared
+    /// mount): `blob_dir` is then a link to it, so that moving the blobs moves a link and not
+    /// the config. Default none.
+    pub blob_link: Option<String>,
     /// Default `/var/log/zeo` (`zeoserver.log`, rotated at 20 MB, 5 kept).
     pub log_dir: String,
     /// `plone_zeoserver.syslog_facility`: also log to syslog (`/dev/log`) with this facility.
@@ -105,6 +108,7 @@ impl ZeoServerSettings {
             config_dir: "/etc/provision/zeo".to_string(),
             filestorage_dir: "/var/lib/zeo/filestorage".to_string(),
             blob_dir: "/var/lib/zeo/blobstorage".to_string(),
+            blob_link: None,
             log_dir: "/var/log/zeo".to_string(),
             syslog_facility: None,
             syslog_level: "INFO".to_string(),
@@ -171,6 +175,9 @@ impl ZeoServerSettings {
             ("backup_dir", &self.backup_dir),
         ] {
             check_path(setting, path)?;
+        }
+        if let Some(target) = &self.blob_link {
+            check_path("blob_link", target)?;
         }
         self.venv().check()?;
         if let Some(facility) = &self.syslog_facility
@@ -482,12 +489,15 @@ pub fn resources(
                 }
                 resources.push(user.into());
             }
-            for dir in [
-                &settings.filestorage_dir,
-                &settings.blob_dir,
-                &settings.log_dir,
-            ] {
+            for dir in [&settings.filestorage_dir, &settings.log_dir] {
                 resources.push(data_dir(dir));
+            }
+            match &settings.blob_link {
+                Some(target) => {
+                    resources.push(data_dir(target));
+                    resources.push(Symlink::new(&settings.blob_dir, target).into());
+                }
+                None => resources.push(data_dir(&settings.blob_dir)),
             }
             if settings.enable_backup {
                 resources.push(data_dir(&settings.backup_dir));

@@ -102,6 +102,30 @@ pub enum CommandKind {
     /// Print the stack's effective attributes: the defaults, the stack's [attributes] and the
     /// custom JSON merged, secrets masked. Reads no host.
     Attributes(StackArgs),
+    /// The blob store: `migrate --to KIND` moves every blob file to another store while the
+    /// site runs.
+    Blobs {
+        #[command(subcommand)]
+        command: BlobsCommand,
+    },
     /// Local test hosts (systemd-nspawn) for a stack.
     Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BlobsCommand {
+    /// Copy every blob file to another store, check each copy's sha256, switch the stack file
+    /// and the hosts to it, and restart the clients one by one. Interrupted, it resumes; a
+    /// copy that differs stops it before the switch. The old store is left as it was.
+    Migrate {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The new store.
+        #[arg(long, value_enum)]
+        to: crate::layers::blobs::StoreKind,
+        /// The directory of the new store (`plone_blobs.blob_dir`) for `local` and `s3`.
+        /// Default: the ZEO server's own for `local`, `<mount path>/blobstorage` for `s3`.
+        #[arg(long, value_name = "DIR")]
+        blob_dir: Option<String>,
+    },
 }

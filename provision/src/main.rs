@@ -4,6 +4,7 @@
 mod cli;
 mod deploy;
 mod layers;
+mod migrate;
 mod output;
 mod run;
 mod sandbox_cmd;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use crate::cli::{Cli, CommandKind};
+use crate::cli::{BlobsCommand, Cli, CommandKind};
 
 /// Exit codes: every host converged, some host failed, bad input (nothing was changed).
 pub const EXIT_OK: u8 = 0;
@@ -83,6 +84,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         CommandKind::Attributes(args) => run::attributes(&args),
         CommandKind::Backup(args) => run::run_job(&args, run::Job::Backup).await,
         CommandKind::Pack(args) => run::run_job(&args, run::Job::Pack).await,
+        CommandKind::Blobs {
+            command:
+                BlobsCommand::Migrate {
+                    stack,
+                    to,
+                    blob_dir,
+                },
+        } => migrate::migrate(&stack, to, blob_dir.as_deref()).await,
         CommandKind::Sandbox(args) => sandbox_cmd::run(args).await,
     }
 }

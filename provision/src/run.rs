@@ -23,8 +23,12 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
     let start = Instant::now();
     let session = Session::load(args)?;
     let selected = session.selected();
-    refuse_pending_layers(&session, &selected)?;
+    check_before_connecting(&session, &selected, phases, None).await?;
     let templates = Templates::new(&layers::all_templates()).context("loading templates")?;
+    // The hosts mount the blob bucket: it must exist first.
+    for line in layers::blobs::ensure_buckets(&session.stack, plan).await? {
+        eprintln!("{line}");
+    }
     let progress = StderrProgress::new();
 
     // Hosts whose facts discovery needs are reached too, but not converged.
@@ -277,6 +281,11 @@ pub async fn release_command(
         ))
         .into());
     }
+    let builds: &[Phase] = match action {
+        ReleaseAction::Deploy => &[Phase::Deploy],
+        ReleaseAction::Rollback | ReleaseAction::Restart => &[],
+    };
+    check_before_connecting(&session, &selected, builds, revision).await?;
     let templates = Templates::new(&layers::all_templates()).context("loading templates")?;
     let progress = StderrProgress::new();
     let mut reach = selected.clone();
@@ -412,37 +421,96 @@ fn print_deploys(reports: &[HostDeploy], json: bool) {
     }
 }
 
-/// A stack that uses a layer not built yet is refused before any host is touched.
-fn refuse_pending_layers(
+/// Bad input the stack file alone does not show, refused before any host is touched: a secret
+/// the layers of the selected hosts need (when `phases` render them), the app of the instance
+/// hosts, and, when `phases` deploy, an app repository on this machine that is not a git
+/// repository or lacks the revision (`revision`, else the app's, else `HEAD`).
+async fn check_before_connecting(
     session: &Session,
-    selected: &[&provision_core::stack::HostSpec],
-) -> Result<(), BadInput> {
-    let mut problems = Vec::new();
-    for host in selected {
-        for layer in &host.layers {
-            if let Some(what) = layers::pending_layer(*layer) {
-                problems.push(format!(
-                    "  host {}: layer `{}` needs {what}, which this version of provision does not have yet",
-                    host.name,
-                    layer.as_str()
-                ));
-            }
-        }
+    selected: &[&HostSpec],
+    phases: &[Phase],
+    revision: Option<&str>,
+) -> anyhow::Result<()> {
+    let stack = &session.stack;
+    if phases.contains(&Phase::Setup) || phases.contains(&Phase::Configure) {
+        stack.check_secrets(selected.iter().copied())?;
     }
-    if problems.is_empty() {
+    if !selected.iter().any(|h| h.has_layer(Layer::PloneInstances)) {
         return Ok(());
     }
-    Err(BadInput(format!(
-        "{} uses layers that are not available yet; nothing was changed:\n{}\n\
-         Remove those layers from the stack, or select other hosts with --host or --layer.",
-        session.stack_path().display(),
-        problems.join("\n")
-    )))
+    let app = layers::instances::app(stack).map_err(|e| BadInput(format!("{e:#}")))?;
+    let repository = &app.repository;
+    // A URL (`https://…`, `git@host:path`) is the hosts' to clone; anything else is a path here.
+    let url = repository.contains("://")
+        || repository
+            .split_once(':')
+            .is_some_and(|(before, _)| !before.is_empty() && !before.contains('/'));
+    if !phases.contains(&Phase::Deploy) || url {
+        return Ok(());
+    }
+    let path = stack.base_dir().join(repository);
+    let named = format!("`apps.{}.repository` is `{repository}`", app.name);
+    if !path.exists() {
+        return Err(BadInput(format!(
+            "{named}, but {} does not exist on this machine: give the path of a git repository \
+             here (relative to the stack file), or a URL the hosts clone from (`https://...`, or \
+             `file:///srv/git/site.git` for a repository on the hosts)",
+            path.display()
+        ))
+        .into());
+    }
+    let git = |args: &[&str]| {
+        tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&path)
+            .args(args)
+            .output()
+    };
+    let is_repository = git(&["rev-parse", "--git-dir"])
+        .await
+        .context("running git on this machine")?;
+    if !is_repository.status.success() {
+        let said = String::from_utf8_lossy(&is_repository.stderr);
+        return Err(BadInput(format!(
+            "{named}, but {} is not a git repository ({}): provision exports a revision of it \
+             with `git archive`; run `git init` and commit the site there, or give another path",
+            path.display(),
+            said.lines().next().unwrap_or_default().trim()
+        ))
+        .into());
+    }
+    let (revision, named_by) = match (revision, &app.revision) {
+        (Some(r), _) => (r, "--revision".to_string()),
+        (None, Some(r)) => (r.as_str(), format!("`apps.{}.revision`", app.name)),
+        (None, None) => (
+            "HEAD",
+            format!("the default of `apps.{}.revision`", app.name),
+        ),
+    };
+    let commit = format!("{revision}^{{commit}}");
+    let found = git(&[
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        "--end-of-options",
+        &commit,
+    ])
+    .await
+    .context("running git on this machine")?;
+    if !found.status.success() {
+        return Err(BadInput(format!(
+            "revision `{revision}` ({named_by}) is not a commit of the git repository {}: name \
+             a branch, tag or commit it has",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Connect to the selected hosts and gather their facts. Unreachable hosts become failed
 /// reports; the others go on.
-async fn connect(
+pub(crate) async fn connect(
     session: &Session,
     selected: &[&provision_core::stack::HostSpec],
     progress: &StderrProgress,

@@ -9,11 +9,6 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::Write as _;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,14 +17,10 @@ use provision_core::template::Templates;
 use provision_sandbox::fixture::{self, Hosts};
 use provision_zeo::client::{self, DbConnection, RelStorageSettings, ZeoClientSettings};
 
-/// moto's virtualenv on the controller (made by scripts/install-deps).
-const MOTO_VENV: &str = "/var/cache/provision-tests/venv-moto";
 /// The test's ZODB client on a sandbox host: a virtualenv, and its caches and config.
 const CLIENT_VENV: &str = "/opt/zodb-client";
 const CLIENT_DIR: &str = "/srv/zodb-client";
 
-const S3_KEY: &str = "AKIDPROVISIONTEST";
-const S3_SECRET: &str = "s3cr3t-Backup-key-0f-the-test";
 const DB_PASSWORD: &str = "pg-S3cret-pw-0f-the-test";
 
 /// A ZODB client: opens the database of the ZConfig file `argv[1]`, then `write TEXT` (a
@@ -71,25 +62,8 @@ fn expected(text: &str) -> String {
     format!("{text} {} {text}", text.len() * 1000)
 }
 
-fn required() -> bool {
-    std::env::var(fixture::ENV).as_deref() == Ok("required")
-}
-
 fn templates() -> Templates {
     Templates::new(provision_zeo::TEMPLATES).expect("templates parse")
-}
-
-/// Runs `script` on `host` as root; panics with its output unless it succeeds. Returns stdout.
-fn sh(hosts: &Hosts, host: &str, script: &str) -> String {
-    let out = hosts.ssh(hosts.host(host), script);
-    assert!(
-        out.status.success(),
-        "on {host}: {script}\nexit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 /// Makes the client's virtualenv on `host`: Debian packages first (with the host's apt,
@@ -143,107 +117,6 @@ fn connects(hosts: &Hosts, host: &str, address: &str, port: u16) -> bool {
     let script =
         format!("python3 -c 'import socket; socket.create_connection((\"{address}\", {port}), 3)'");
     hosts.ssh(hosts.host(host), &script).status.success()
-}
-
-/// moto's S3 server on the sandbox bridge (the inventory's gateway), killed on drop.
-struct S3Server {
-    child: Child,
-    endpoint: String,
-    log: PathBuf,
-}
-
-impl S3Server {
-    /// The server program, or `None` (after one line saying why) when moto is not installed,
-    /// except under PROVISION_SANDBOX=required, where that fails.
-    fn program() -> Option<PathBuf> {
-        let server = Path::new(MOTO_VENV).join("bin/moto_server");
-        if server.exists() {
-            return Some(server);
-        }
-        let reason = format!(
-            "{} is missing (scripts/install-deps makes it)",
-            server.display()
-        );
-        assert!(!required(), "PROVISION_SANDBOX=required but {reason}");
-        // Straight to stderr: libtest does not capture it, so the skip shows.
-        let _ = writeln!(std::io::stderr(), "skipped: {reason}");
-        None
-    }
-
-    fn start(server: &Path, gateway: Ipv4Addr, log_dir: &Path) -> S3Server {
-        let port = TcpListener::bind((gateway, 0))
-            .and_then(|l| l.local_addr())
-            .unwrap_or_else(|e| panic!("no free port on the bridge {gateway}: {e}"))
-            .port();
-        let log = log_dir.join("moto.log");
-        let child = Command::new(server)
-            .args(["-H", &gateway.to_string(), "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(File::create(&log).unwrap())
-            .stderr(File::create(log.with_extension("err")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        let mut s3 = S3Server {
-            child,
-            endpoint: format!("http://{gateway}:{port}"),
-            log,
-        };
-        let address = (gateway, port).into();
-        wait_for("the S3 server listens", Duration::from_secs(60), || {
-            if let Ok(Some(status)) = s3.child.try_wait() {
-                panic!(
-                    "moto exited ({status}): {}",
-                    std::fs::read_to_string(s3.log.with_extension("err")).unwrap_or_default()
-                );
-            }
-            TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
-        });
-        s3
-    }
-
-    /// Runs Python with boto3 and `s3`, a client of this server; returns stdout.
-    fn python(&self, code: &str) -> String {
-        let script = format!(
-            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='{S3_KEY}', \
-             aws_secret_access_key='{S3_SECRET}', region_name='us-east-1')\n{code}",
-            self.endpoint
-        );
-        let out = Command::new(Path::new(MOTO_VENV).join("bin/python"))
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "boto3: {code}\n{}", text(&out.stderr));
-        text(&out.stdout)
-    }
-
-    fn create_bucket(&self, bucket: &str) {
-        self.python(&format!("s3.create_bucket(Bucket='{bucket}')"));
-    }
-
-    /// Every key under `prefix`, sorted.
-    fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let listing = self.python(&format!(
-            "for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{bucket}', Prefix='{prefix}'):\n\
-             \x20   for o in page.get('Contents', []):\n\
-             \x20       print(o['Key'])"
-        ));
-        let mut keys: Vec<String> = listing.lines().map(str::to_string).collect();
-        keys.sort();
-        keys
-    }
-
-    fn get(&self, bucket: &str, key: &str) -> String {
-        self.python(&format!(
-            "import sys; sys.stdout.write(s3.get_object(Bucket='{bucket}', Key='{key}')['Body'].read().decode())"
-        ))
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The repozo time stamps of the full backups among `keys`, oldest first.

@@ -59,9 +59,56 @@ impl StackError {
         }
     }
 
-    pub(crate) fn invalid(problems: Vec<Problem>) -> Self {
+    pub(crate) fn invalid(mut problems: Vec<Problem>) -> Self {
+        for problem in &mut problems {
+            problem.hide_secret_value();
+        }
         StackError::Invalid { problems }
     }
+}
+
+/// The last keys of the attributes that hold secrets (see `Secrets::bind`). A value of the
+/// wrong type there is still meant as a secret, so messages say only its type.
+const SECRET_KEYS: [&str; 11] = [
+    "stats_password",
+    "password",
+    "dsn",
+    "s3_key",
+    "s3_secret",
+    "aws_key",
+    "aws_secret",
+    "license",
+    "access_key",
+    "ssl_certificate_key",
+    "requirepass",
+];
+
+impl Problem {
+    fn hide_secret_value(&mut self) {
+        if let ProblemKind::WrongType { path, found, .. }
+        | ProblemKind::InvalidValue { path, found, .. } = &mut self.kind
+        {
+            let last = path.rsplit('.').next().unwrap_or(path).trim_matches('"');
+            if SECRET_KEYS.contains(&last) {
+                *found = type_only(found);
+            }
+        }
+    }
+}
+
+/// "the integer 12345678" → "an integer": what was found, without the value.
+fn type_only(found: &str) -> String {
+    let kinds = [
+        ("the string ", "a string"),
+        ("the integer ", "an integer"),
+        ("the number ", "a number"),
+        ("`true`", "a boolean"),
+        ("`false`", "a boolean"),
+    ];
+    kinds
+        .iter()
+        .find(|(prefix, _)| found.starts_with(prefix))
+        .map_or_else(|| found.to_string(), |(_, kind)| kind.to_string())
 }
 
 struct Problems<'a>(&'a [Problem]);
@@ -185,6 +232,16 @@ impl fmt::Display for Problem {
                 suggestion,
             } => {
                 write!(f, "unknown layer `{value}` in `{path}`{at}")?;
+                // The cookbook's `celerybeat` layer: here beat is a setting, so it cannot end
+                // up on two hosts.
+                if value == "celerybeat" {
+                    return write!(
+                        f,
+                        "; beat is not a layer here: set `plone_instances.enable_celery` and \
+                         `plone_instances.celerybeat` to true, and Celery beat runs on exactly \
+                         one host, the first `plone_instances` host"
+                    );
+                }
                 match suggestion {
                     Some(s) => write!(f, "; did you mean `{s}`?"),
                     None => {

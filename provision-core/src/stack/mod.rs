@@ -49,9 +49,9 @@ use toml_edit::Document;
 
 pub use attributes::{
     Apt, Attributes, BackupS3, Broker, CacheArchive, Client, DbType, DeployApp, DeployDatabase,
-    EbsSnapshots, Haproxy, InitCommand, NewRelic, Newrelic, NginxPlone, Papertrail, PloneBlobs,
-    PloneInstances, PloneSolr, PloneZeoserver, Redis, RelStorage, RelStorageDb, S3fsFuse,
-    S3fsMount, System, Tmpdir, Traceview, UnattendedUpgrades, VarnishPlone, Zeo,
+    EbsSnapshots, Haproxy, InitCommand, NewRelic, Newrelic, NfsServer, NginxPlone, Papertrail,
+    PloneBlobs, PloneInstances, PloneSolr, PloneZeoserver, Redis, RelStorage, RelStorageDb,
+    S3fsFuse, S3fsMount, System, Tmpdir, Traceview, UnattendedUpgrades, VarnishPlone, Zeo,
 };
 pub use discovery::{Backend, DiscoveryError, Endpoint};
 pub use error::{Location, Problem, ProblemKind, StackError, nearest};

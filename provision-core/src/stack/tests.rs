@@ -687,7 +687,7 @@ fn plone_instances_need_a_zeo_server() {
     ));
     assert_eq!(
         error(&format!(
-            "{INSTANCES_ONLY}[attributes.plone_instances]\nzeo_layer = \"solr\"\n[hosts.z]\naddress = \"z\"\nlayers = [\"zeoserver\"]\n"
+            "{INSTANCES_ONLY}[attributes.plone_instances]\nzeo_layer = \"solr\"\n[hosts.z]\naddress = \"10.0.0.30\"\nlayers = [\"zeoserver\"]\n"
         )),
         "host `app1` at stack.toml:4:1 has the `plone_instances` layer, which needs a ZEO server, but no host has the `solr` layer: add `solr` to the layers of a host, set `plone_instances.zeo.address`, or set `plone_instances.enable_relstorage = true`"
     );
@@ -858,6 +858,151 @@ fn apps_are_checked() {
         )),
         "the `plone_instances` layer deploys the app named by `plone_instances.app_name`, `plone_instances`, but the stack has no such app: set `plone_instances.app_name` to one of `site`, `search`\n\
          the `zeoserver` layer deploys the app named by `plone_zeoserver.app_name`, `zeoserver`, but the stack has no such app: set `plone_zeoserver.app_name` to one of `site`, `search`"
+    );
+}
+
+#[test]
+fn host_addresses_are_host_names_or_ip_addresses() {
+    let with_address = |address: &str| {
+        error(&base_and(&format!(
+            "[hosts.web1]\naddress = \"{address}\"\nlayers = [\"lb\"]\n"
+        )))
+    };
+    assert_eq!(
+        with_address("10.0.0.12:2222"),
+        "`hosts.web1.address` is `10.0.0.12:2222` at stack.toml:12:11, which holds a port: write only the host name or IP address, and the port as `port = 2222`"
+    );
+    assert_eq!(
+        with_address("ssh://web1.example.com"),
+        "`hosts.web1.address` is `ssh://web1.example.com` at stack.toml:12:11, which is a URL: write only the host name or IP address, such as `10.0.0.11`"
+    );
+    assert_eq!(
+        with_address("admin@10.0.0.12"),
+        "`hosts.web1.address` is `admin@10.0.0.12` at stack.toml:12:11, which holds a user: write only the host name or IP address, and the user as `user = \"admin\"`"
+    );
+    assert_eq!(
+        with_address(""),
+        "`hosts.web1.address` is `` at stack.toml:12:11, but it must be the host name or IP address SSH connects to"
+    );
+    assert_eq!(
+        with_address("10.0.0.256"),
+        "`hosts.web1.address` is `10.0.0.256` at stack.toml:12:11, which is not a host name or an IP address: write it like `app1.example.com` or `10.0.0.11`"
+    );
+    assert_eq!(
+        with_address(" web1"),
+        "`hosts.web1.address` is ` web1` at stack.toml:12:11, which has spaces around it: remove them"
+    );
+    assert_eq!(
+        error(&base_and(
+            "[hosts.web1]\naddress = \"10.0.0.12\"\nprivate_address = \"web 1\"\nlayers = [\"lb\"]\n"
+        )),
+        "`hosts.web1.private_address` is `web 1` at stack.toml:13:19, which is not a host name or an IP address: write it like `app1.example.com` or `10.0.0.11`"
+    );
+    for good in ["web1.example.com", "web-1", "fd00::12", "10.0.0.12"] {
+        let stack = parse(&base_and(&format!(
+            "[hosts.web1]\naddress = \"{good}\"\nlayers = [\"lb\"]\n"
+        )));
+        assert_eq!(stack.host("web1").unwrap().address, good);
+    }
+}
+
+#[test]
+fn services_bind_to_an_ip_address() {
+    let toml = "[stack]\nname = \"demo\"\n[hosts.app1]\naddress = \"10.0.0.11\"\nlayers = [\"plone_instances\"]\n\
+                [hosts.db1]\naddress = \"db1.example.com\"\nlayers = [\"zeoserver\"]\n";
+    assert_eq!(
+        error(toml),
+        "host `db1` at stack.toml:6:1 has the `zeoserver` layer, which needs its private address to be an IP address (its services bind to it), but `db1.example.com` is not one: set `private_address` of `[hosts.db1]` to the host's private IP"
+    );
+    parse(&toml.replace(
+        "layers = [\"zeoserver\"]",
+        "private_address = \"10.1.0.20\"\nlayers = [\"zeoserver\"]",
+    ));
+    let relstorage = "[stack]\nname = \"demo\"\n[hosts.app1]\naddress = \"app1.example.com\"\nlayers = [\"plone_instances\"]\n\
+                      [hosts.pg]\naddress = \"10.0.0.30\"\nlayers = [\"postgres\"]\n\
+                      [attributes.plone_instances]\nenable_relstorage = true\nrelstorage = { enable_cache = false }\n";
+    assert_eq!(
+        error(relstorage),
+        "host `app1` at stack.toml:3:1 has the `plone_instances` layer, which needs its private address to be an IP address (PostgreSQL lets its clients in by address), but `app1.example.com` is not one: set `private_address` of `[hosts.app1]` to the host's private IP"
+    );
+}
+
+#[test]
+fn a_host_runs_at_most_a_thousand_clients() {
+    assert_eq!(
+        error(&base_and(
+            "[attributes.plone_instances]\ninstance_count = 5000\n"
+        )),
+        "`attributes.plone_instances.instance_count` is 5000 at stack.toml:12:18, but one host runs at most 1000 Plone clients (on ports 8081 to 9080): set it to 1000 or fewer, and add hosts for more"
+    );
+    assert_eq!(
+        error_with(BASE, "{\"plone_instances\": {\"per_cpu\": 2000}}"),
+        "`plone_instances.per_cpu` is 2000 at custom.json:1:33, so even a host with one CPU would run more than 1000 Plone clients, the most one host runs: set it to the clients per CPU (such as 2)"
+    );
+    parse(&base_and(
+        "[attributes.plone_instances]\ninstance_count = 1000\n",
+    ));
+}
+
+#[test]
+fn paths_on_the_hosts_are_absolute() {
+    assert_eq!(
+        error(&base_and(
+            "[attributes.plone_zeoserver]\nfilestorage_dir = \"var/filestorage\"\n"
+        )),
+        "`attributes.plone_zeoserver.filestorage_dir` is `var/filestorage` at stack.toml:12:19, but it must be an absolute path, such as `/var/lib/zeo/filestorage`"
+    );
+    assert_eq!(
+        error_with(
+            BASE,
+            r#"{"s3fs_fuse": {"mounts": [{"bucket": "b", "path": "mnt/s3"}]}}"#
+        ),
+        "`s3fs_fuse.mounts[0].path` is `mnt/s3` at custom.json:1:51, but it must be an absolute path, such as `/mnt/s3/blobs`"
+    );
+    parse(&base_and(
+        "[attributes.plone_blobs]\nblob_dir = \"/srv/blobs\"\n",
+    ));
+}
+
+#[test]
+fn s3_copies_of_backups_need_backups() {
+    assert_eq!(
+        error(&base_and(
+            "[attributes.plone_zeoserver.backup_s3]\nbucket = \"zeo-backups\"\n"
+        )),
+        "`attributes.plone_zeoserver.backup_s3.bucket` is set at stack.toml:12:10, but `plone_zeoserver.enable_backup` is false (the default): there would be no backups to copy; set `plone_zeoserver.enable_backup = true`, or remove the bucket"
+    );
+}
+
+#[test]
+fn celerybeat_is_a_setting_not_a_layer() {
+    assert_eq!(
+        error(&base_and(
+            "[hosts.app2]\naddress = \"10.0.0.12\"\nlayers = [\"plone_instances\", \"celerybeat\"]\n"
+        )),
+        "unknown layer `celerybeat` in `hosts.app2.layers` at stack.toml:13:30; beat is not a layer here: set `plone_instances.enable_celery` and `plone_instances.celerybeat` to true, and Celery beat runs on exactly one host, the first `plone_instances` host"
+    );
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_shown() {
+    assert_eq!(
+        error(&base_and(
+            "[attributes.haproxy]\nstats_password = 12345678\n"
+        )),
+        "wrong type for `attributes.haproxy.stats_password` at stack.toml:12:18: expected a string, found an integer"
+    );
+    assert_eq!(
+        error_with(
+            BASE,
+            r#"{"plone_instances": {"relstorage": {"db": {"password": true}}}}"#
+        ),
+        "wrong type for `plone_instances.relstorage.db.password` at custom.json:1:56: expected a string, found a boolean"
+    );
+    // Values of other keys are still shown: they help and hide nothing.
+    assert!(
+        error(&base_and("[attributes.haproxy]\nretries = \"three\"\n"))
+            .ends_with("found the string \"three\"")
     );
 }
 
@@ -1088,6 +1233,75 @@ fn secrets_fill_secret_attributes_and_are_masked() {
         r#"Redis { config: {"port": Number(6379), "requirepass": "********"} }"#
     );
     assert_eq!(stack.secrets.mask("AUTH redis-pw"), "AUTH ********");
+}
+
+#[test]
+fn check_secrets_names_each_missing_secret_and_where_it_goes() {
+    let toml = "[stack]\nname = \"demo\"\n\
+                [hosts.lb1]\naddress = \"10.0.0.10\"\nlayers = [\"lb\"]\n\
+                [hosts.app1]\naddress = \"10.0.0.11\"\nlayers = [\"plone_instances\"]\n\
+                [hosts.db1]\naddress = \"10.0.0.20\"\nlayers = [\"postgres\", \"zeoserver\", \"celery_broker\"]\n\
+                [apps.site]\nrepository = \"r\"\n\
+                [attributes.plone_instances]\nenable_relstorage = true\nrelstorage = { enable_cache = false }\n\
+                [attributes.plone_zeoserver]\nenable_backup = true\nbackup_s3 = { bucket = \"b\" }\n\
+                [attributes.deploy.site]\nssl_support = true\n";
+    let stack = parse(toml);
+    let err = stack.check_secrets(stack.hosts()).unwrap_err().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "host `lb1` at stack.toml:3:1 has the `lb` layer, which needs the secret `haproxy_stats_password` (the password of HAProxy's statistics page), but there is none: name a secrets file in `[stack] secrets` and put `haproxy_stats_password = \"...\"` in it, or set PROVISION_SECRET_HAPROXY_STATS_PASSWORD, or turn the page off with `haproxy.enable_stats = false`",
+            "host `lb1` at stack.toml:3:1 has the `lb` layer, which needs the secret `deploy_site_ssl_certificate_key` (the private key of the site's TLS certificate), but there is none: name a secrets file in `[stack] secrets` and put `deploy_site_ssl_certificate_key = \"...\"` in it, or set PROVISION_SECRET_DEPLOY_SITE_SSL_CERTIFICATE_KEY, or set `deploy.site.ssl_support = false`",
+            "host `db1` at stack.toml:9:1 has the `postgres` layer, which needs the secret `plone_instances_relstorage_db_password` (the password of the RelStorage database), but there is none: name a secrets file in `[stack] secrets` and put `plone_instances_relstorage_db_password = \"...\"` in it, or set PROVISION_SECRET_PLONE_INSTANCES_RELSTORAGE_DB_PASSWORD",
+            "host `db1` at stack.toml:9:1 has the `zeoserver` layer, which needs the secret `plone_zeoserver_backup_s3_access_key` (a key of the S3 bucket the backups are copied to), but there is none: name a secrets file in `[stack] secrets` and put `plone_zeoserver_backup_s3_access_key = \"...\"` in it, or set PROVISION_SECRET_PLONE_ZEOSERVER_BACKUP_S3_ACCESS_KEY, or remove `plone_zeoserver.backup_s3.bucket`",
+            "host `db1` at stack.toml:9:1 has the `zeoserver` layer, which needs the secret `plone_zeoserver_backup_s3_secret_key` (a key of the S3 bucket the backups are copied to), but there is none: name a secrets file in `[stack] secrets` and put `plone_zeoserver_backup_s3_secret_key = \"...\"` in it, or set PROVISION_SECRET_PLONE_ZEOSERVER_BACKUP_S3_SECRET_KEY, or remove `plone_zeoserver.backup_s3.bucket`",
+            "host `db1` at stack.toml:9:1 has the `celery_broker` layer, which needs the secret `redis_config_requirepass` (the password of the Redis broker), but there is none: name a secrets file in `[stack] secrets` and put `redis_config_requirepass = \"...\"` in it, or set PROVISION_SECRET_REDIS_CONFIG_REQUIREPASS",
+        ]
+    );
+    // Only the hosts asked about.
+    stack
+        .check_secrets(stack.hosts().iter().filter(|h| h.name == "app1"))
+        .unwrap();
+
+    let mut stack = stack;
+    let secrets = Secrets::new().with_vars(
+        [
+            "HAPROXY_STATS_PASSWORD",
+            "DEPLOY_SITE_SSL_CERTIFICATE_KEY",
+            "PLONE_INSTANCES_RELSTORAGE_DB_PASSWORD",
+            "PLONE_ZEOSERVER_BACKUP_S3_ACCESS_KEY",
+            "PLONE_ZEOSERVER_BACKUP_S3_SECRET_KEY",
+            "REDIS_CONFIG_REQUIREPASS",
+        ]
+        .map(|name| {
+            (
+                format!("{SECRET_ENV_PREFIX}{name}"),
+                "s3cret-value".to_string(),
+            )
+        }),
+    );
+    stack.set_secrets(secrets);
+    stack.check_secrets(stack.hosts()).unwrap();
+}
+
+#[test]
+fn check_secrets_says_when_the_secrets_file_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.toml");
+    std::fs::write(
+        &path,
+        "[stack]\nname = \"demo\"\nsecrets = \"secrets.toml\"\n\
+         [hosts.db1]\naddress = \"10.0.0.20\"\nlayers = [\"postgres\"]\n",
+    )
+    .unwrap();
+    let stack = Stack::load(&path, None).unwrap();
+    let err = stack.check_secrets(stack.hosts()).unwrap_err().to_string();
+    let dir_shown = dir.path().display().to_string();
+    assert_eq!(
+        err.replace(&dir_shown, "DIR"),
+        "host `db1` at DIR/stack.toml:4:1 has the `postgres` layer, which needs the secret `plone_instances_relstorage_db_password` (the password of the RelStorage database), but there is none: the secrets file DIR/secrets.toml does not exist: create it (mode 0600) with `plone_instances_relstorage_db_password = \"...\"`, or set PROVISION_SECRET_PLONE_INSTANCES_RELSTORAGE_DB_PASSWORD"
+    );
 }
 
 #[cfg(unix)]

@@ -1,12 +1,15 @@
 //! Values that parse but cannot work: each problem is a sentence saying what to change.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
+use super::attributes::Client;
 use super::discovery::Endpoint;
-use super::error::{Problem, ProblemKind, nearest};
+use super::error::{Problem, ProblemKind, StackError, nearest};
 use super::layer::Layer;
 use super::locate::{Located, Part, Seg};
-use super::{Stack, app_name_attribute};
+use super::model::HostSpec;
+use super::{SECRET_ENV_PREFIX, Stack, app_name_attribute};
 
 /// Every impossible value of the stack, in the order of the stack file's sections.
 pub(crate) fn validate(stack: &Stack) -> Vec<Problem> {
@@ -16,11 +19,14 @@ pub(crate) fn validate(stack: &Stack) -> Vec<Problem> {
     };
     v.names();
     v.hosts();
+    v.addresses();
     v.client_count();
     v.zeo_address();
     v.cache_servers();
     v.layer_requirements();
     v.packing();
+    v.backups();
+    v.absolute_paths();
     v.apps();
     v.problems
 }
@@ -139,6 +145,63 @@ impl Validator<'_> {
         }
     }
 
+    /// An address is what SSH connects to and what other hosts reach: a host name or an IP
+    /// address, without a scheme, user or port (those have keys of their own).
+    fn addresses(&mut self) {
+        let stack = self.stack;
+        let has_postgres = stack.hosts.iter().any(|h| h.has_layer(Layer::Postgres));
+        for host in &stack.hosts {
+            let written = [
+                ("address", Some(host.address.as_str())),
+                ("private_address", host.private_address.as_deref()),
+            ];
+            let mut usable = true;
+            for (key, address) in written {
+                let Some(address) = address else { continue };
+                if let Some(advice) = address_problem(address) {
+                    usable = false;
+                    let located = self.locate(&["hosts", &host.name, key], Part::Value);
+                    self.push(
+                        format!(
+                            "`{}` is `{address}`{}, {advice}",
+                            located.path,
+                            at(&located)
+                        ),
+                        located.location,
+                    );
+                }
+            }
+            let address = host.service_address();
+            if !usable || address.parse::<IpAddr>().is_ok() {
+                continue;
+            }
+            // Services bind to the private address, and PostgreSQL lets clients in by address.
+            let binds = host
+                .layers
+                .iter()
+                .find(|l| BINDING_LAYERS.contains(l))
+                .map(|l| (*l, "its services bind to it"));
+            let database_client = [Layer::PloneInstances, Layer::DbPacking]
+                .into_iter()
+                .find(|l| has_postgres && host.has_layer(*l))
+                .map(|l| (l, "PostgreSQL lets its clients in by address"));
+            if let Some((layer, why)) = binds.or(database_client) {
+                let host_at = self.locate(&["hosts", &host.name], Part::Value);
+                self.push(
+                    format!(
+                        "host `{}`{} has the `{layer}` layer, which needs its private address to \
+                         be an IP address ({why}), but `{address}` is not one: set \
+                         `private_address` of `[hosts.{}]` to the host's private IP",
+                        host.name,
+                        at(&host_at),
+                        host.name
+                    ),
+                    host_at.location,
+                );
+            }
+        }
+    }
+
     fn client_count(&mut self) {
         let instances = &self.stack.attributes.plone_instances;
         if !(instances.per_cpu.is_finite() && instances.per_cpu > 0.0) {
@@ -150,6 +213,38 @@ impl Validator<'_> {
                     located.path,
                     instances.per_cpu,
                     at(&located)
+                ),
+                located.location,
+            );
+        }
+        if instances.per_cpu.is_finite() && instances.per_cpu > f64::from(Client::MAX_PER_HOST) {
+            let located = self.attribute("plone_instances.per_cpu");
+            self.push(
+                format!(
+                    "`{}` is {}{}, so even a host with one CPU would run more than {} Plone \
+                     clients, the most one host runs: set it to the clients per CPU (such as 2)",
+                    located.path,
+                    instances.per_cpu,
+                    at(&located),
+                    Client::MAX_PER_HOST
+                ),
+                located.location,
+            );
+        }
+        if let Some(count) = instances
+            .instance_count
+            .filter(|n| *n > Client::MAX_PER_HOST)
+        {
+            let located = self.attribute("plone_instances.instance_count");
+            self.push(
+                format!(
+                    "`{}` is {count}{}, but one host runs at most {max} Plone clients (on ports \
+                     {first} to {last}): set it to {max} or fewer, and add hosts for more",
+                    located.path,
+                    at(&located),
+                    max = Client::MAX_PER_HOST,
+                    first = Client::new(1).port,
+                    last = Client::new(Client::MAX_PER_HOST).port,
                 ),
                 located.location,
             );
@@ -379,6 +474,104 @@ impl Validator<'_> {
         }
     }
 
+    /// S3 copies are made of the backups, so there must be backups.
+    fn backups(&mut self) {
+        let zs = &self.stack.attributes.plone_zeoserver;
+        let has_zeo = self
+            .stack
+            .hosts
+            .iter()
+            .any(|h| h.has_layer(Layer::Zeoserver));
+        if has_zeo && zs.backup_s3.bucket.is_some() && !zs.enable_backup {
+            let bucket = self.attribute("plone_zeoserver.backup_s3.bucket");
+            let backup = self.attribute("plone_zeoserver.enable_backup");
+            let backup_is = match &backup.location {
+                Some(l) => format!("false at {l}"),
+                None => "false (the default)".to_string(),
+            };
+            self.push(
+                format!(
+                    "`{}` is set{}, but `{}` is {backup_is}: there would be no backups to copy; \
+                     set `plone_zeoserver.enable_backup = true`, or remove the bucket",
+                    bucket.path,
+                    at(&bucket),
+                    backup.path
+                ),
+                bucket.location,
+            );
+        }
+    }
+
+    /// Paths on the hosts: a relative one would depend on the directory a command runs in.
+    fn absolute_paths(&mut self) {
+        let a = &self.stack.attributes;
+        let key = |dotted: &str| {
+            let mut path = vec![Seg::key("attributes")];
+            path.extend(dotted.split('.').map(Seg::key));
+            path
+        };
+        let mut paths: Vec<(Vec<Seg>, &str, &str)> = [
+            (
+                "plone_zeoserver.filestorage_dir",
+                a.plone_zeoserver.filestorage_dir.as_deref(),
+                "/var/lib/zeo/filestorage",
+            ),
+            (
+                "plone_blobs.blob_dir",
+                a.plone_blobs.blob_dir.as_deref(),
+                "/srv/blobs",
+            ),
+            (
+                "plone_blobs.nfs_export_dir",
+                Some(a.plone_blobs.nfs_export_dir.as_str()),
+                "/srv/exports",
+            ),
+            (
+                "plone_blobs.gluster_export_dir",
+                Some(a.plone_blobs.gluster_export_dir.as_str()),
+                "/srv/gluster-exports",
+            ),
+            (
+                "plone_solr.data_dir",
+                a.plone_solr.data_dir.as_deref(),
+                "/var/lib/solr",
+            ),
+            (
+                "haproxy.stats_socket_path",
+                Some(a.haproxy.stats_socket_path.as_str()),
+                "/run/haproxy/admin.sock",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(dotted, value, example)| Some((key(dotted), value?, example)))
+        .collect();
+        for (i, mount) in a.s3fs_fuse.mounts.iter().enumerate() {
+            let mut path = key("s3fs_fuse.mounts");
+            path.push(Seg::Index(i));
+            let mut tmp_store = path.clone();
+            path.push(Seg::key("path"));
+            paths.push((path, &mount.path, "/mnt/s3/blobs"));
+            if let Some(store) = &mount.tmp_store {
+                tmp_store.push(Seg::key("tmp_store"));
+                paths.push((tmp_store, store, "/var/cache/s3fs"));
+            }
+        }
+        for (path, value, example) in paths {
+            if std::path::Path::new(value).is_absolute() {
+                continue;
+            }
+            let located = self.stack.sources.locate(&path, Part::Value);
+            self.push(
+                format!(
+                    "`{}` is `{value}`{}, but it must be an absolute path, such as `{example}`",
+                    located.path,
+                    at(&located)
+                ),
+                located.location,
+            );
+        }
+    }
+
     fn apps(&mut self) {
         let stack = self.stack;
         for app in &stack.apps {
@@ -445,6 +638,187 @@ impl Validator<'_> {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The layers whose services bind to the host's private address ([`HostSpec::service_address`]).
+const BINDING_LAYERS: [Layer; 5] = [
+    Layer::Zeoserver,
+    Layer::Postgres,
+    Layer::Memcached,
+    Layer::CeleryBroker,
+    Layer::Solr,
+];
+
+/// What is wrong with a host address, as the end of a sentence; `None` for a host name or an
+/// IP address.
+fn address_problem(address: &str) -> Option<String> {
+    if address.parse::<IpAddr>().is_ok() || is_host_name(address) {
+        return None;
+    }
+    let only = "write only the host name or IP address";
+    Some(if address.trim().is_empty() {
+        "but it must be the host name or IP address SSH connects to".to_string()
+    } else if address.contains("://") {
+        format!("which is a URL: {only}, such as `10.0.0.11`")
+    } else if let Some((user, _)) = address.split_once('@') {
+        format!("which holds a user: {only}, and the user as `user = \"{user}\"`")
+    } else if let Some(port) = port_suffix(address) {
+        format!("which holds a port: {only}, and the port as `port = {port}`")
+    } else if address.trim() != address {
+        "which has spaces around it: remove them".to_string()
+    } else {
+        "which is not a host name or an IP address: write it like `app1.example.com` or \
+         `10.0.0.11`"
+            .to_string()
+    })
+}
+
+/// A DNS host name: dot-separated labels of letters, digits, `-` and `_`, not all numeric
+/// (`10.0.0.256` is a broken IP address, not a name).
+fn is_host_name(name: &str) -> bool {
+    let labels: Vec<&str> = name.strip_suffix('.').unwrap_or(name).split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253
+        && labels.iter().all(label_ok)
+        && !labels.iter().all(|l| l.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The port of `host:port` or `[v6]:port`, when the rest is a valid address.
+fn port_suffix(address: &str) -> Option<&str> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let valid_host = host.parse::<IpAddr>().is_ok() || is_host_name(host);
+    (valid_host && !port.is_empty() && port.chars().all(|c| c.is_ascii_digit())).then_some(port)
+}
+
+impl Stack {
+    /// The secrets that the layers of `hosts` need and that neither the secrets file, nor the
+    /// environment, nor the stack itself holds: one problem per host and secret, each saying
+    /// where to put it. For a loaded stack ([`Stack::load`]), before any host is touched, so
+    /// that a missing password is bad input rather than a host that fails half-way.
+    pub fn check_secrets<'a>(
+        &self,
+        hosts: impl IntoIterator<Item = &'a HostSpec>,
+    ) -> Result<(), StackError> {
+        let a = &self.attributes;
+        let app = self.app_for(Layer::PloneInstances);
+        let deploy = app.map(|app| (app.name.as_str(), self.deploy_settings(&app.name)));
+        let missing =
+            |secret: Option<&super::SecretString>| secret.is_none_or(|s| s.expose().is_empty());
+        let mut problems = Vec::new();
+        for host in hosts {
+            // (layer, secret, what it is, another way out)
+            let mut needed: Vec<(Layer, String, &str, String)> = Vec::new();
+            if host.has_layer(Layer::Lb) {
+                if a.haproxy.enable_stats && missing(a.haproxy.stats_password.as_ref()) {
+                    needed.push((
+                        Layer::Lb,
+                        "haproxy_stats_password".to_string(),
+                        "the password of HAProxy's statistics page",
+                        ", or turn the page off with `haproxy.enable_stats = false`".to_string(),
+                    ));
+                }
+                if let Some((app, deploy)) = deploy
+                    && deploy.ssl_support
+                    && missing(deploy.ssl_certificate_key.as_ref())
+                {
+                    needed.push((
+                        Layer::Lb,
+                        format!("deploy_{app}_ssl_certificate_key"),
+                        "the private key of the site's TLS certificate",
+                        format!(", or set `deploy.{app}.ssl_support = false`"),
+                    ));
+                }
+            }
+            if host.has_layer(Layer::Postgres) {
+                let app_password = deploy
+                    .and_then(|(_, d)| d.database.as_ref())
+                    .and_then(|d| d.password.as_ref());
+                if missing(a.plone_instances.relstorage.db.password.as_ref())
+                    && missing(app_password)
+                {
+                    needed.push((
+                        Layer::Postgres,
+                        "plone_instances_relstorage_db_password".to_string(),
+                        "the password of the RelStorage database",
+                        String::new(),
+                    ));
+                }
+            }
+            if host.has_layer(Layer::Zeoserver) && a.plone_zeoserver.backup_s3.bucket.is_some() {
+                for name in [
+                    "plone_zeoserver_backup_s3_access_key",
+                    "plone_zeoserver_backup_s3_secret_key",
+                ] {
+                    if self.secrets.get(name).is_none_or(str::is_empty) {
+                        needed.push((
+                            Layer::Zeoserver,
+                            name.to_string(),
+                            "a key of the S3 bucket the backups are copied to",
+                            ", or remove `plone_zeoserver.backup_s3.bucket`".to_string(),
+                        ));
+                    }
+                }
+            }
+            if host.has_layer(Layer::CeleryBroker)
+                && !matches!(a.redis.config.get("requirepass"), Some(serde_json::Value::String(p)) if !p.is_empty())
+            {
+                needed.push((
+                    Layer::CeleryBroker,
+                    "redis_config_requirepass".to_string(),
+                    "the password of the Redis broker",
+                    String::new(),
+                ));
+            }
+            for (layer, secret, what, otherwise) in needed {
+                let host_at = self
+                    .sources
+                    .locate(&[Seg::key("hosts"), Seg::key(&host.name)], Part::Value);
+                let put = match &self.secrets_file {
+                    Some(file) if file.exists() => format!(
+                        "add `{secret} = \"...\"` to the secrets file {}",
+                        file.display()
+                    ),
+                    Some(file) => format!(
+                        "the secrets file {} does not exist: create it (mode 0600) with \
+                         `{secret} = \"...\"`",
+                        file.display()
+                    ),
+                    None => format!(
+                        "name a secrets file in `[stack] secrets` and put `{secret} = \"...\"` \
+                         in it"
+                    ),
+                };
+                problems.push(Problem {
+                    kind: ProblemKind::Impossible {
+                        message: format!(
+                            "host `{}`{} has the `{layer}` layer, which needs the secret \
+                             `{secret}` ({what}), but there is none: {put}, or set \
+                             {SECRET_ENV_PREFIX}{}{otherwise}",
+                            host.name,
+                            at(&host_at),
+                            secret.to_ascii_uppercase()
+                        ),
+                    },
+                    location: host_at.location,
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StackError::invalid(problems))
         }
     }
 }

@@ -28,9 +28,13 @@ pub fn zeoserver_settings(stack: &Stack, host: &HostSpec) -> anyhow::Result<ZeoS
     if let Some(dir) = &zeo.filestorage_dir {
         settings.filestorage_dir = dir.clone();
     }
-    if let Some(dir) = &attributes.plone_blobs.blob_dir {
-        settings.blob_dir = dir.clone();
+    let store = super::blobs::store(stack);
+    if store.dir != settings.blob_dir {
+        settings.blob_link = Some(store.dir);
     }
+    (settings.user, settings.group) = super::blobs::blob_owner(stack);
+    // The instances' layer makes the app's user on a host that has both.
+    settings.create_user = !host.has_layer(Layer::PloneInstances);
     settings.enable_backup = zeo.enable_backup;
     settings.enable_pack = zeo.enable_pack;
     settings.syslog_facility = zeo.syslog_facility.clone();
@@ -342,19 +346,5 @@ mod tests {
         let s3 = settings.s3.expect("S3 copies");
         assert_eq!(s3.remote(), "backups:zeo-backups/site");
         assert_eq!((s3.keep, s3.secret_key.as_str()), (4, "s3cr3t"));
-    }
-
-    #[test]
-    fn s3_copies_need_backups() {
-        let text = ZEO.replace("enable_backup = true", "enable_backup = false");
-        let stack = stack(
-            &text,
-            &[
-                (BACKUP_S3_ACCESS_KEY, "a1b2c3"),
-                (BACKUP_S3_SECRET_KEY, "d4e5f6"),
-            ],
-        );
-        let err = zeoserver_settings(&stack, stack.host("db1").unwrap()).unwrap_err();
-        assert!(err.to_string().contains("enable_backup = true"), "{err}");
     }
 }

@@ -45,12 +45,11 @@ pub fn settings(
     let deploy = stack.deploy_settings(&app.name);
     let deploy_to = app.deploy_to.display().to_string();
     let var = format!("{deploy_to}/shared/var");
-    let blob_dir = attributes
-        .plone_blobs
-        .blob_dir
-        .clone()
-        .unwrap_or_else(|| format!("{var}/blobstorage"));
-    check_blob_sharing(stack, host)?;
+    // The clients name their blob directory by this stable path; when they share the blob
+    // store it links there (see layers::blobs).
+    let blob_dir = format!("{var}/blobstorage");
+    let shares_store = super::blobs::uses_store(stack, host);
+    check_blob_sharing(stack, host, shares_store)?;
 
     let clients = stack
         .clients_of(host, Some(cpus))
@@ -119,7 +118,7 @@ pub fn settings(
         zserver_threads: pi.zserver_threads,
         persistent_cache: pi.persistent_cache && !pi.enable_relstorage,
         shared_blobs: pi.shared_blobs,
-        blob_dir: attributes.plone_blobs.blob_dir.clone(),
+        blob_dir: shares_store.then(|| super::blobs::store(stack).dir),
         environment: {
             let mut environment = deploy.environment.clone();
             environment.extend(super::optional::client_environment(stack, host)?);
@@ -142,24 +141,17 @@ pub fn settings(
 }
 
 /// Blobs shared as files (`plone_instances.shared_blobs`, the cookbook's default) need the
-/// ZEO server's blob directory on this host: the same host, or a shared mount.
-fn check_blob_sharing(stack: &Stack, host: &HostSpec) -> anyhow::Result<()> {
-    let attributes = stack.attributes();
-    let pi = &attributes.plone_instances;
-    if !pi.shared_blobs || pi.enable_relstorage || pi.nfs_blobs || pi.gluster_blobs {
-        return Ok(());
-    }
-    let zeo_here = stack
-        .zeo_address()
-        .is_some_and(|zeo| zeo.host == host.service_address());
-    if zeo_here || !attributes.s3fs_fuse.mounts.is_empty() {
+/// blob store on this host: the ZEO server's host, or a shared mount (NFS, GlusterFS, S3).
+fn check_blob_sharing(stack: &Stack, host: &HostSpec, shares_store: bool) -> anyhow::Result<()> {
+    let pi = &stack.attributes().plone_instances;
+    if !pi.shared_blobs || pi.enable_relstorage || shares_store {
         return Ok(());
     }
     bail!(
         "host {}: plone_instances.shared_blobs is on (the cookbook's default), but the ZEO \
-         server is on another host and {} mounts no shared blob directory: set \
+         server is on another host and {} mounts no shared blob store: set \
          plone_instances.shared_blobs = false to stream blobs through ZEO, or share them \
-         (plone_instances.nfs_blobs or gluster_blobs)",
+         (plone_instances.nfs_blobs or gluster_blobs, or plone_blobs.blob_dir on an s3fs mount)",
         host.name,
         host.name
     )

@@ -13,6 +13,7 @@ use provision_core::template::{TemplateSource, Templates};
 
 use crate::session::FactsByHost;
 
+pub mod blobs;
 mod database;
 pub mod instances;
 mod lb;
@@ -27,14 +28,9 @@ pub fn all_templates() -> Vec<TemplateSource> {
         provision_plone::TEMPLATES,
         provision_celery::TEMPLATES,
         provision_solr::TEMPLATES,
+        provision_blobs::TEMPLATES,
     ]
     .concat()
-}
-
-/// The issue that brings each layer, for the message when a stack uses one that has not
-/// landed yet.
-pub fn pending_layer(layer: Layer) -> Option<&'static str> {
-    (layer == Layer::SharedBlobs).then_some("the shared blob storage layer")
 }
 
 /// The hosts a host's layers need to reach besides itself: an `lb` host lists the clients of
@@ -85,6 +81,13 @@ pub fn resources(
     let mut resources = Vec::new();
     for phase in phases {
         resources.extend(system::resources(&settings, *phase, templates)?);
+        // The blob mount comes before the directories the layers make inside it; a run of
+        // both phases mounts during setup (the later copies are dropped below).
+        if *phase != Phase::Deploy {
+            for blob_phase in [Phase::Setup, Phase::Configure] {
+                resources.extend(blobs::resources(context, blob_phase, templates)?);
+            }
+        }
         for layer in &context.host.layers {
             resources.extend(match layer {
                 Layer::Lb => lb::resources(context, *phase, templates)?,
@@ -103,7 +106,17 @@ pub fn resources(
             });
         }
     }
-    Ok(resources)
+    Ok(without_repeats(resources))
+}
+
+/// Keeps the first of resources with the same id: layers of one host may each ask for the
+/// same directory (the ZEO server and the clients share the blob store on one host).
+fn without_repeats(resources: Vec<Resource>) -> Vec<Resource> {
+    let mut seen = std::collections::HashSet::new();
+    resources
+        .into_iter()
+        .filter(|resource| seen.insert(resource.id()))
+        .collect()
 }
 
 /// Hosts are Debian or Ubuntu with systemd: say so plainly instead of failing on `apt-get`.

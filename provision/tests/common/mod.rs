@@ -3,11 +3,14 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::fs::File;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use provision_sandbox::fixture;
+use provision_sandbox::fixture::{self, Hosts};
 
 /// Runs the `provision` binary in `dir` with `args` and extra environment variables.
 pub fn provision(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -64,4 +67,129 @@ pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// moto's virtualenv on the controller (made by scripts/install-deps).
+pub const MOTO_VENV: &str = "/var/cache/provision-tests/venv-moto";
+/// The keys of the tests' S3 server (moto accepts any).
+pub const S3_KEY: &str = "AKIDPROVISIONTEST";
+pub const S3_SECRET: &str = "s3cr3t-Backup-key-0f-the-test";
+
+/// moto's S3 server on the sandbox bridge (the inventory's gateway), killed on drop.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+    log: PathBuf,
+}
+
+impl S3Server {
+    /// The server program, or `None` (after one line saying why) when moto is not installed,
+    /// except under PROVISION_SANDBOX=required, where that fails.
+    pub fn program() -> Option<PathBuf> {
+        let server = Path::new(MOTO_VENV).join("bin/moto_server");
+        if server.exists() {
+            return Some(server);
+        }
+        let reason = format!(
+            "{} is missing (scripts/install-deps makes it)",
+            server.display()
+        );
+        assert!(!required(), "PROVISION_SANDBOX=required but {reason}");
+        // Straight to stderr: libtest does not capture it, so the skip shows.
+        let _ = writeln!(std::io::stderr(), "skipped: {reason}");
+        None
+    }
+
+    pub fn start(server: &Path, gateway: Ipv4Addr, log_dir: &Path) -> S3Server {
+        let port = TcpListener::bind((gateway, 0))
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("no free port on the bridge {gateway}: {e}"))
+            .port();
+        let log = log_dir.join("moto.log");
+        let child = Command::new(server)
+            .args(["-H", &gateway.to_string(), "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).unwrap())
+            .stderr(File::create(log.with_extension("err")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
+        let mut s3 = S3Server {
+            child,
+            endpoint: format!("http://{gateway}:{port}"),
+            log,
+        };
+        let address = (gateway, port).into();
+        wait_for("the S3 server listens", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = s3.child.try_wait() {
+                panic!(
+                    "moto exited ({status}): {}",
+                    std::fs::read_to_string(s3.log.with_extension("err")).unwrap_or_default()
+                );
+            }
+            TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+        });
+        s3
+    }
+
+    /// Runs Python with boto3 and `s3`, a client of this server; returns stdout.
+    pub fn python(&self, code: &str) -> String {
+        let script = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='{S3_KEY}', \
+             aws_secret_access_key='{S3_SECRET}', region_name='us-east-1')\n{code}",
+            self.endpoint
+        );
+        let out = Command::new(Path::new(MOTO_VENV).join("bin/python"))
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "boto3: {code}\n{}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        self.python(&format!("s3.create_bucket(Bucket='{bucket}')"));
+    }
+
+    /// Every key under `prefix`, sorted.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let listing = self.python(&format!(
+            "for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{bucket}', Prefix='{prefix}'):\n\
+             \x20   for o in page.get('Contents', []):\n\
+             \x20       print(o['Key'])"
+        ));
+        let mut keys: Vec<String> = listing.lines().map(str::to_string).collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> String {
+        self.python(&format!(
+            "import sys; sys.stdout.write(s3.get_object(Bucket='{bucket}', Key='{key}')['Body'].read().decode())"
+        ))
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether sandbox tests must run (CI) instead of skipping.
+pub fn required() -> bool {
+    std::env::var(fixture::ENV).as_deref() == Ok("required")
+}
+
+/// Runs `script` on `host` as root; panics with its output unless it succeeds. Returns stdout.
+pub fn sh(hosts: &Hosts, host: &str, script: &str) -> String {
+    let out = hosts.ssh(hosts.host(host), script);
+    assert!(
+        out.status.success(),
+        "on {host}: {script}\nexit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
 }

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use deploy::{CacheArchive, DeployApp, DeployDatabase, InitCommand};
 pub use frontend::{Haproxy, NginxPlone, VarnishPlone};
 pub use plone::{
-    BackupS3, Broker, Client, DbType, PloneBlobs, PloneInstances, PloneSolr, PloneZeoserver,
-    RelStorage, RelStorageDb, Zeo,
+    BackupS3, Broker, Client, DbType, NfsServer, PloneBlobs, PloneInstances, PloneSolr,
+    PloneZeoserver, RelStorage, RelStorageDb, Zeo,
 };
 pub use system::{
     Apt, EbsSnapshots, NewRelic, Newrelic, Papertrail, Redis, S3fsFuse, S3fsMount, System, Tmpdir,

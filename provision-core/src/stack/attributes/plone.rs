@@ -252,6 +252,17 @@ impl Default for RelStorage {
     }
 }
 
+/// The NFS server of the `shared_blobs` layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NfsServer {
+    /// nfs-kernel-server.
+    #[default]
+    Kernel,
+    /// nfs-ganesha, in user space.
+    Ganesha,
+}
+
 /// The RelStorage database type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -404,6 +415,10 @@ pub struct PloneBlobs {
     pub layer: Layer,
     /// The NFS export root; holds `blobstorage/` and `tmp/`. Default `"/srv/exports"`.
     pub nfs_export_dir: String,
+    /// The NFS server: `kernel` (nfs-kernel-server) or `ganesha` (nfs-ganesha, in user
+    /// space, for hosts without the kernel server such as containers). Default `kernel`.
+    /// Not a cookbook key.
+    pub nfs_server: NfsServer,
     /// The parent directory of the GlusterFS brick. Default `"/srv/gluster-exports"` (the
     /// cookbook's was `<ephemeral>/gluster-exports`, an OpsWorks mount).
     pub gluster_export_dir: String,
@@ -434,6 +449,7 @@ impl Default for PloneBlobs {
         PloneBlobs {
             layer: Layer::SharedBlobs,
             nfs_export_dir: "/srv/exports".to_string(),
+            nfs_server: NfsServer::Kernel,
             gluster_export_dir: "/srv/gluster-exports".to_string(),
             network: None,
             host: None,

@@ -113,9 +113,11 @@ pub struct S3fsMount {
     pub path: String,
     /// A local cache directory (s3fs `use_cache`). Default none.
     pub tmp_store: Option<String>,
-    /// The S3 endpoint URL, for S3-compatible servers (s3fs `url`). Default none: AWS.
-    /// Not a cookbook key.
+    /// The S3 endpoint URL, for S3-compatible servers (s3fs `url`, path-style requests).
+    /// Default none: AWS. Not a cookbook key.
     pub url: Option<String>,
+    /// The bucket's region. Default none: `us-east-1`. Not a cookbook key.
+    pub region: Option<String>,
 }
 
 /// `newrelic`: the New Relic agents (the `newrelic` cookbook's attributes).
