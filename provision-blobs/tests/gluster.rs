@@ -46,17 +46,16 @@ fn peer_and_client(settings: &GlusterServerSettings) -> Vec<Resource> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replicated_volume_is_shared_by_both_peers_converges_once_and_outlives_a_crashed_peer() {
-    let Some(hosts) = fixture::hosts(2).await else {
+    // host3 is a host of another stack: not a peer, not in auth.allow.
+    let Some(hosts) = fixture::hosts(3).await else {
         return;
     };
-    let peers: Vec<String> = hosts
-        .hosts()
+    let peers: Vec<String> = hosts.hosts()[..2]
         .iter()
         .map(|h| h.address().to_string())
         .collect();
     let work = || {
-        hosts
-            .hosts()
+        hosts.hosts()[..2]
             .iter()
             .map(|h| {
                 (
@@ -109,12 +108,37 @@ async fn a_replicated_volume_is_shared_by_both_peers_converges_once_and_outlives
                 "mountpoint -q /var/lib/glusterd && test -s {EXPORT_DIR}/gluster-config/glusterd/glusterd.info"
             ),
         );
+        // The client's wait leaves no scratch mount behind.
+        run(
+            &hosts,
+            host,
+            "! ls -d /run/provision-gluster-probe.* 2>/dev/null && ! grep -q provision-gluster-probe /proc/self/mounts",
+        );
     }
 
     run(
         &hosts,
         "host1",
         &format!("echo 'blob written on host1' > {MOUNT_POINT}/from-host1.blob"),
+    );
+    run(
+        &hosts,
+        "host3",
+        "export DEBIAN_FRONTEND=noninteractive; i='apt-get install -y -q --no-install-recommends \
+         glusterfs-client'; $i >/dev/null 2>&1 || { apt-get update -q >/dev/null && $i >/dev/null; }",
+    );
+    let outsider = try_run(
+        &hosts,
+        "host3",
+        &format!(
+            "mkdir -p /mnt/other && mount -t glusterfs {}:/blobs /mnt/other && ls /mnt/other",
+            peers[0]
+        ),
+    );
+    assert!(
+        !outsider.status.success(),
+        "host3 mounted the volume although auth.allow leaves it out: {}",
+        common::text(&outsider.stdout)
     );
     assert_eq!(
         run(

@@ -134,6 +134,7 @@ pub async fn converge_all(
 /// Check the resources of one host in one round trip and, in apply mode, fix what differs in
 /// one more.
 pub async fn converge(host: &Host, resources: &[Resource], options: &Options<'_>) -> HostReport {
+    debug_dump(host.name(), resources, options.mode);
     let start = host.round_trips();
     let mask = options.mask;
     let report = |outcome, changes| HostReport {
@@ -308,4 +309,83 @@ fn step(script: &mut String, tag: &str, fix: &str) {
         script,
         "( set -e\n{fix}) 2>\"$errf\" || {{ rc=$?; echo \"@failed {tag} $rc\"; cat \"$errf\" >&2; exit 1; }}\n"
     );
+}
+
+/// With `PROVISION_DEBUG_RESOURCES=DIR`, every converge appends the host's resources, in full,
+/// as one JSON line to `DIR/HOST.jsonl` (mode 0600: secrets are in it). The benchmark against
+/// Ansible builds its playbook from these, so both tools manage exactly the same things.
+pub const DEBUG_RESOURCES_ENV: &str = "PROVISION_DEBUG_RESOURCES";
+
+fn debug_dump(host: &str, resources: &[Resource], mode: Mode) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Some(dir) = std::env::var_os(DEBUG_RESOURCES_ENV) else {
+        return;
+    };
+    let line = serde_json::json!({
+        "mode": if mode == Mode::Plan { "plan" } else { "apply" },
+        "resources": resources.iter().map(describe).collect::<Vec<_>>(),
+    });
+    let path = std::path::Path::new(&dir).join(format!("{host}.jsonl"));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| writeln!(file, "{line}"));
+    if let Err(error) = written {
+        eprintln!("{DEBUG_RESOURCES_ENV}: cannot write {}: {error}", path.display());
+    }
+}
+
+fn describe(resource: &Resource) -> serde_json::Value {
+    use base64::Engine as _;
+    use serde_json::json;
+    let file = |f: &resource::File| {
+        json!({
+            "path": f.path,
+            "content_base64": base64::engine::general_purpose::STANDARD.encode(&f.content),
+            "owner": f.owner,
+            "group": f.group,
+            "mode": f.mode,
+            "validate": f.validate,
+            "secret": f.secret,
+        })
+    };
+    let mut value = match resource {
+        Resource::File(f) => file(f),
+        Resource::Unit(u) => file(&u.file()),
+        Resource::Directory(d) => {
+            json!({"path": d.path, "owner": d.owner, "group": d.group, "mode": d.mode})
+        }
+        Resource::Symlink(l) => {
+            json!({"path": l.path, "target": l.target, "replace_existing": l.replace_existing})
+        }
+        Resource::Packages(p) => json!({"names": p.names}),
+        Resource::User(u) => json!({
+            "name": u.name, "group": u.group, "home": u.home, "shell": u.shell, "system": u.system,
+        }),
+        Resource::Group(g) => json!({"name": g.name, "system": g.system}),
+        Resource::Service(s) => json!({
+            "name": s.name,
+            "enabled": s.enabled,
+            "state": s.state.map(|state| match state {
+                resource::ServiceState::Running => "running",
+                resource::ServiceState::Stopped => "stopped",
+            }),
+            "restart_on": s.restart_on,
+            "reload_on": s.reload_on,
+        }),
+        Resource::Mount(m) => json!({
+            "device": m.device, "mount_point": m.mount_point, "fstype": m.fstype, "options": m.options,
+        }),
+        Resource::Script(s) => {
+            json!({"name": s.name, "summary": s.summary, "check": s.check, "fix": s.fix})
+        }
+    };
+    let id = resource.id();
+    let kind = id.split(':').next().unwrap_or_default().to_string();
+    value["id"] = json!(id);
+    value["kind"] = json!(kind);
+    value
 }
