@@ -190,7 +190,7 @@ fn in_pool(peer: &str) -> String {
     )
 }
 
-/// `info` holds the line `LINE` exactly.
+/// `gluster volume info VOLUME` prints `line` (exactly, as a whole line).
 fn volume_info_has(volume: &str, line: &str) -> String {
     format!(
         "gluster volume info {} 2>/dev/null | grep -qxF {}",
@@ -458,6 +458,8 @@ pub fn client_resources(mount: &GlusterMount, phase: Phase) -> Vec<Resource> {
 
 /// The leader may still be creating the volume: try a mount on a scratch directory until one
 /// works (the volume exists, is started, and lets this host in), for at most WAIT_SECONDS.
+/// mount.glusterfs can exit 0 for a host that auth.allow refuses (the client then unmounts
+/// itself a moment later), so a probe counts once it still holds after a listing.
 /// In sync as soon as the real mount is there.
 fn wait_for_volume(mount: &GlusterMount) -> Script {
     let mut probe_options = "log-file=/var/log/glusterfs/provision-probe.log".to_string();
@@ -471,7 +473,9 @@ fn wait_for_volume(mount: &GlusterMount) -> Script {
     let fix = format!(
         "probe=$(mktemp -d /run/provision-gluster-probe.XXXXXX)\n\
          deadline=$(( $(date +%s) + {WAIT_SECONDS} ))\n\
-         until mount -t glusterfs -o {options} {device} \"$probe\" 2>/dev/null; do\n\
+         until mount -t glusterfs -o {options} {device} \"$probe\" 2>/dev/null \\\n\
+         \x20   && ls \"$probe\" >/dev/null 2>&1 && sleep 1 && mountpoint -q \"$probe\"; do\n\
+         \x20 umount \"$probe\" 2>/dev/null || true\n\
          \x20 if [ \"$(date +%s)\" -ge \"$deadline\" ]; then\n\
          \x20   rmdir \"$probe\"\n\
          \x20   echo {message} >&2\n\

@@ -1,7 +1,8 @@
 //! NFS for shared blobs (the cookbook's `nfs_blobs` server and the NFS half of `blob_mounts`).
 //!
 //! The server of the `shared_blobs` layer exports one directory, holding `blobstorage/` (the
-//! Plone user's) and `tmp/` (sticky, for everyone), to the stack's hosts only:
+//! Plone user's) and `tmp/` (sticky, mode 01777), to the stack's hosts only; the directory
+//! itself lets in root and the Plone user's group:
 //!
 //! - [`NfsServerKind::Kernel`]: nfs-kernel-server with a file of our own in
 //!   `/etc/exports.d` (re-exported on change), and one in `/etc/nfs.conf.d` for statd's

@@ -131,14 +131,21 @@ async fn a_replicated_volume_is_shared_by_both_peers_converges_once_and_outlives
         &hosts,
         "host3",
         &format!(
-            "mkdir -p /mnt/other && mount -t glusterfs {}:/blobs /mnt/other && ls /mnt/other",
+            "mkdir -p /mnt/other; mount -t glusterfs {}:/blobs /mnt/other; sleep 1; \
+             cat /mnt/other/from-host1.blob",
             peers[0]
         ),
     );
     assert!(
         !outsider.status.success(),
-        "host3 mounted the volume although auth.allow leaves it out: {}",
+        "host3 read the volume although auth.allow leaves it out: {}",
         common::text(&outsider.stdout)
+    );
+    // Refused by the bricks, not unreachable.
+    run(
+        &hosts,
+        "host3",
+        "grep -q 'Authentication failed' /var/log/glusterfs/mnt-other.log",
     );
     assert_eq!(
         run(
