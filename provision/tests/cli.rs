@@ -102,29 +102,6 @@ fn an_unknown_host_or_layer_is_bad_input_naming_the_nearest() {
 }
 
 #[test]
-fn a_layer_not_built_yet_is_refused_before_any_host_is_touched() {
-    let dir = tempfile::tempdir().unwrap();
-    // The address is unreachable: had provision tried to connect, the exit code would be 1.
-    std::fs::write(
-        dir.path().join("stack.toml"),
-        format!(
-            "[stack]\nname = \"x\"\n[hosts.db1]\naddress = \"127.0.0.1\"\nport = {}\nlayers = [\"shared_blobs\"]\n",
-            closed_port()
-        ),
-    )
-    .unwrap();
-    let out = provision(dir.path(), &["up"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("host db1: layer `shared_blobs`"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("nothing was changed"), "{stderr}");
-    assert!(!stderr.contains("connecting"), "it connected: {stderr}");
-}
-
-#[test]
 fn deploy_without_an_instance_host_says_so() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -332,13 +332,13 @@ fn the_frontend_balances_over_every_client_and_guards_its_stats() {
     }
     let secret = [("PROVISION_SECRET_HAPROXY_STATS_PASSWORD", "st4ts-Secret")];
 
-    // Without a stats password the frontend is refused, naming what to set.
+    // Without a stats password the frontend is refused before any host is touched.
     let out = provision(dir.path(), &["up", "--sandbox", "--layer", "lb"], &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stdout).contains("password"),
+        text(&out.stderr).contains("haproxy_stats_password"),
         "{}",
-        text(&out.stdout)
+        text(&out.stderr)
     );
 
     let out = provision(dir.path(), &["up", "--sandbox", "--layer", "lb"], &secret);
