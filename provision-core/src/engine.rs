@@ -334,7 +334,10 @@ fn debug_dump(host: &str, resources: &[Resource], mode: Mode) {
         .open(&path)
         .and_then(|mut file| writeln!(file, "{line}"));
     if let Err(error) = written {
-        eprintln!("{DEBUG_RESOURCES_ENV}: cannot write {}: {error}", path.display());
+        eprintln!(
+            "{DEBUG_RESOURCES_ENV}: cannot write {}: {error}",
+            path.display()
+        );
     }
 }
 

@@ -76,6 +76,71 @@ enum HostKeyVerdict {
     Failed(String),
 }
 
+/// The connection's socket, acknowledging every read at once. sshd sets no `TCP_NODELAY` on
+/// non-interactive sessions, so after two small packets in a row (the authentication answer
+/// and its host-key notice) it holds the next one, the channel confirmation, until the client
+/// acknowledges, and Linux delays that ACK by up to 40 ms: every connection's first command
+/// waited that long. Linux may reset `TCP_QUICKACK` after any read, so it is set after each.
+struct QuickAck(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if polled.is_ready() {
+            quick_ack(&self.0);
+        }
+        polled
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn quick_ack(socket: &tokio::net::TcpStream) {
+    let _ = socket.set_quickack(true);
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn quick_ack(_socket: &tokio::net::TcpStream) {}
+
+impl tokio::io::AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
 /// State the session task shares with the transport.
 #[derive(Default)]
 struct Shared {
@@ -319,6 +384,7 @@ impl SshTransport {
         };
         // A failure here only costs latency.
         let _ = socket.set_nodelay(true);
+        let socket = QuickAck(socket);
 
         let config = client::Config {
             keepalive_interval: Some(target.keepalive_interval).filter(|d| !d.is_zero()),

@@ -35,6 +35,7 @@ impl Directory {
         self
     }
 
+    /// The check of a directory the batch `stat` cannot take (see [`super::file::batchable`]).
     pub(crate) fn check_script(&self, tag: &str) -> String {
         let p = quote(&self.path);
         format!(
@@ -42,6 +43,16 @@ impl Directory {
              elif [ -e {p} ] || [ -L {p} ]; then echo \"@{tag} kind=other\"; \
              else echo \"@{tag} kind=absent\"; fi\n"
         )
+    }
+
+    /// Its state lines from the batch `stat` of [`super::check_script`]: `meta=OWNER GROUP
+    /// MODE` for a directory (not a symlink to one), else `kind=other` or `kind=absent`.
+    pub(crate) fn batch_state(&self, output: &str) -> Vec<String> {
+        match super::file::batch_stat(&self.path, output) {
+            Some(["directory", owner, group, mode]) => vec![format!("meta={owner} {group} {mode}")],
+            Some(_) => vec!["kind=other".to_string()],
+            None => vec!["kind=absent".to_string()],
+        }
     }
 
     pub(crate) fn drift(&self, state: &[&str]) -> Result<Option<Drift>, String> {

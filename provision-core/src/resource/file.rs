@@ -179,25 +179,47 @@ impl File {
 }
 
 /// The check of many files in a constant number of processes: one `stat` for type, owner,
-/// group and mode of all of them, one `sha256sum -c` for all contents; only files whose content
-/// differs cost more (their old content is sent back for the diff).
-pub(crate) fn batch_check_script(files: &[&File]) -> String {
-    if files.is_empty() {
+/// group and mode of all of them (and of the `directories`, checked in the same call), one
+/// `sha256sum -c` for all contents; only files whose content differs cost more (their old
+/// content is sent back for the diff).
+pub(crate) fn batch_check_script(files: &[&File], directories: &[&str]) -> String {
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| quote(&f.path))
+        .chain(directories.iter().map(|d| quote(d)))
+        .collect();
+    if paths.is_empty() {
         return String::new();
     }
-    let paths: Vec<String> = files.iter().map(|f| quote(&f.path)).collect();
+    let mut script = format!(
+        "stat -c '@S %F|%U|%G|%a|%n' -- {} 2>/dev/null\n",
+        paths.join(" ")
+    );
+    if files.is_empty() {
+        return script;
+    }
     let mut sums = String::new();
     for file in files {
         sums.push_str(&format!("{}  {}\n", file.sha256(), file.path));
     }
-    format!(
-        "stat -c '@S %F|%U|%G|%a|%n' -- {paths} 2>/dev/null\n\
-         sha256sum -c --quiet 2>/dev/null <<'PROVISION_SUMS' | sed -n 's/: FAILED.*$//p' | \
-         while IFS= read -r p; do printf '@X %s\\n' \"$p\"; \
+    // `sha256sum -c` names each file that differs as `PATH: FAILED[ open or read]`.
+    script.push_str(&format!(
+        "sha256sum -c --quiet 2>/dev/null <<'PROVISION_SUMS' | \
+         while IFS= read -r p; do case $p in *': FAILED'*) p=${{p%': FAILED'*}};; *) continue;; esac; \
+         printf '@X %s\\n' \"$p\"; \
          if [ -f \"$p\" ] && [ ! -L \"$p\" ] && [ \"$(stat -c %s -- \"$p\")\" -le {DIFF_LIMIT} ]; then \
-         printf '@O %s|' \"$p\"; base64 -w0 < \"$p\"; echo; fi; done\n{sums}PROVISION_SUMS\n",
-        paths = paths.join(" "),
-    )
+         printf '@O %s|' \"$p\"; base64 -w0 < \"$p\"; echo; fi; done\n{sums}PROVISION_SUMS\n"
+    ));
+    script
+}
+
+/// The `%F|%U|%G|%a` fields the batch `stat` printed for `path`, if it exists.
+pub(crate) fn batch_stat<'a>(path: &str, output: &'a str) -> Option<[&'a str; 4]> {
+    output.lines().find_map(|line| {
+        let fields: Vec<&str> = line.strip_prefix("@S ")?.splitn(5, '|').collect();
+        (fields.len() == 5 && fields[4] == path)
+            .then(|| [fields[0], fields[1], fields[2], fields[3]])
+    })
 }
 
 /// Whether a path can go through [`batch_check_script`] (the `sha256sum -c` list format
@@ -213,18 +235,16 @@ pub(crate) fn batch_states(path: &str, output: &str) -> Vec<String> {
     let mut meta = None;
     let mut differs = false;
     let mut old = None;
+    if let Some([file_type, owner, group, mode]) = batch_stat(path, output) {
+        kind = match file_type {
+            "regular file" | "regular empty file" => "file",
+            "symbolic link" => "link",
+            _ => "other",
+        };
+        meta = Some(format!("{owner} {group} {mode}"));
+    }
     for line in output.lines() {
-        if let Some(rest) = line.strip_prefix("@S ") {
-            let fields: Vec<&str> = rest.splitn(5, '|').collect();
-            if fields.len() == 5 && fields[4] == path {
-                kind = match fields[0] {
-                    "regular file" | "regular empty file" => "file",
-                    "symbolic link" => "link",
-                    _ => "other",
-                };
-                meta = Some(format!("{} {} {}", fields[1], fields[2], fields[3]));
-            }
-        } else if line.strip_prefix("@X ") == Some(path) {
+        if line.strip_prefix("@X ") == Some(path) {
             differs = true;
         } else if let Some((p, content)) = line.strip_prefix("@O ").and_then(|r| r.rsplit_once('|'))
             && p == path

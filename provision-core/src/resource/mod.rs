@@ -80,13 +80,15 @@ impl Resource {
     /// (files and units: see [`check_script`]).
     fn check_fragment(&self, tag: &str) -> String {
         match self {
-            Resource::File(_) | Resource::Unit(_) => String::new(),
+            Resource::File(_)
+            | Resource::Unit(_)
+            | Resource::Packages(_)
+            | Resource::Service(_) => String::new(),
+            Resource::Directory(r) if file::batchable(&r.path) => String::new(),
             Resource::Directory(r) => r.check_script(tag),
             Resource::Symlink(r) => r.check_script(tag),
-            Resource::Packages(r) => r.check_script(tag),
             Resource::User(r) => r.check_script(tag),
             Resource::Group(r) => r.check_script(tag),
-            Resource::Service(r) => r.check_script(tag),
             Resource::Mount(r) => r.check_script(tag),
             Resource::Script(r) => r.check_script(tag),
         }
@@ -154,8 +156,10 @@ pub(crate) fn parse_mode(text: &str) -> Option<u32> {
     u32::from_str_radix(text, 8).ok()
 }
 
-/// The check of all resources of a host as one script: files and units in one batch (a
-/// constant number of processes however many there are), every other resource one fragment.
+/// The check of all resources of a host as one script. Files, units and directories share one
+/// `stat` (and files one `sha256sum`), packages one `dpkg-query` and services one `systemctl
+/// show`, so the number of processes stays constant however many there are; every other
+/// resource is one fragment. A no-op converge of a host costs tens of milliseconds there.
 pub(crate) fn check_script(resources: &[Resource]) -> Result<String, String> {
     let files: Vec<File> = resources.iter().filter_map(Resource::as_file).collect();
     if let Some(bad) = files.iter().find(|f| !file::batchable(&f.path)) {
@@ -164,7 +168,31 @@ pub(crate) fn check_script(resources: &[Resource]) -> Result<String, String> {
             bad.path
         ));
     }
-    let mut script = file::batch_check_script(&files.iter().collect::<Vec<_>>());
+    let directories: Vec<&str> = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Directory(d) if file::batchable(&d.path) => Some(d.path.as_str()),
+            _ => None,
+        })
+        .collect();
+    let packages: Vec<&Packages> = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Packages(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let services: Vec<(String, &Service)> = resources
+        .iter()
+        .enumerate()
+        .filter_map(|(index, r)| match r {
+            Resource::Service(s) => Some((index.to_string(), s)),
+            _ => None,
+        })
+        .collect();
+    let mut script = file::batch_check_script(&files.iter().collect::<Vec<_>>(), &directories);
+    script.push_str(&package::batch_check_script(&packages));
+    script.push_str(&service::batch_check_script(&services));
     for (index, resource) in resources.iter().enumerate() {
         script.push_str(&resource.check_fragment(&index.to_string()));
     }
@@ -183,8 +211,14 @@ pub(crate) fn parse_check(resources: &[Resource], output: &str) -> Vec<Vec<Strin
         }
     }
     for (index, resource) in resources.iter().enumerate() {
-        if let Some(file) = resource.as_file() {
-            states[index] = file::batch_states(&file.path, output);
+        match resource {
+            Resource::File(f) => states[index] = file::batch_states(&f.path, output),
+            Resource::Unit(u) => states[index] = file::batch_states(&u.path(), output),
+            Resource::Directory(d) if file::batchable(&d.path) => {
+                states[index] = d.batch_state(output);
+            }
+            Resource::Packages(p) => states[index] = p.batch_state(output),
+            _ => {}
         }
     }
     states

@@ -8,6 +8,26 @@ pub struct Packages {
     pub names: Vec<String>,
 }
 
+/// The check of every package resource of a host: one `dpkg-query` for all their names.
+pub(crate) fn batch_check_script(packages: &[&Packages]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for package in packages {
+        for name in &package.names {
+            let name = quote(name);
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    if names.is_empty() {
+        return String::new();
+    }
+    format!(
+        "dpkg-query -W -f='@P ${{Package}} ${{db:Status-Status}}\\n' -- {} 2>/dev/null\n",
+        names.join(" ")
+    )
+}
+
 impl Packages {
     pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Packages {
         Packages {
@@ -15,13 +35,18 @@ impl Packages {
         }
     }
 
-    pub(crate) fn check_script(&self, tag: &str) -> String {
-        let names: Vec<String> = self.names.iter().map(|n| quote(n)).collect();
-        format!(
-            "dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {} 2>/dev/null \
-             | awk '$2 == \"installed\" {{print \"@{tag} installed=\" $1}}'; echo \"@{tag} checked=1\"\n",
-            names.join(" ")
-        )
+    /// Its state lines (`installed=NAME`) from the output of [`batch_check_script`].
+    pub(crate) fn batch_state(&self, output: &str) -> Vec<String> {
+        let mut state = vec!["checked=1".to_string()];
+        for line in output.lines() {
+            if let Some((name, "installed")) =
+                line.strip_prefix("@P ").and_then(|l| l.split_once(' '))
+                && self.names.iter().any(|n| n == name)
+            {
+                state.push(format!("installed={name}"));
+            }
+        }
+        state
     }
 
     pub(crate) fn drift(&self, state: &[&str]) -> Result<Option<Drift>, String> {

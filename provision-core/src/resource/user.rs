@@ -57,9 +57,11 @@ impl User {
 
     pub(crate) fn check_script(&self, tag: &str) -> String {
         let n = quote(&self.name);
+        // The fields split by the shell itself: two processes (getent, id) per user.
         format!(
-            "if e=$(getent passwd {n}); then echo \"@{tag} home=$(echo \"$e\" | cut -d: -f6)\"; \
-             echo \"@{tag} shell=$(echo \"$e\" | cut -d: -f7)\"; echo \"@{tag} group=$(id -gn {n})\"; \
+            "if e=$(getent passwd {n}); then IFS=: read -r _ _ _ _ _ home shell <<PROVISION_PASSWD\n\
+             $e\nPROVISION_PASSWD\n\
+             echo \"@{tag} home=$home\"; echo \"@{tag} shell=$shell\"; echo \"@{tag} group=$(id -gn {n})\"; \
              else echo \"@{tag} kind=absent\"; fi\n"
         )
     }

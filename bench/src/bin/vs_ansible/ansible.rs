@@ -20,7 +20,10 @@ const ANSIBLE_CORE: &str = "ansible-core==2.19.14";
 
 pub const STATIC_FILES: &[(&str, &str)] = &[
     ("site.yml", include_str!("../../../ansible/site.yml")),
-    ("deploy-all.yml", include_str!("../../../ansible/deploy-all.yml")),
+    (
+        "deploy-all.yml",
+        include_str!("../../../ansible/deploy-all.yml"),
+    ),
     ("deploy.yml", include_str!("../../../ansible/deploy.yml")),
     (
         "restart-client.yml",
@@ -38,7 +41,10 @@ pub fn ensure_installed() -> anyhow::Result<PathBuf> {
     if playbook.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == ANSIBLE_CORE) {
         return Ok(playbook);
     }
-    testbed::say(&format!("installing {ANSIBLE_CORE} into {}", venv.display()));
+    testbed::say(&format!(
+        "installing {ANSIBLE_CORE} into {}",
+        venv.display()
+    ));
     std::fs::create_dir_all(CACHE_DIR)?;
     // Debian's Python, not a user's pyenv: the venv must outlive shell setups.
     let python = if Path::new("/usr/bin/python3").is_file() {
@@ -46,7 +52,11 @@ pub fn ensure_installed() -> anyhow::Result<PathBuf> {
     } else {
         "python3"
     };
-    testbed::run(Command::new(python).args(["-m", "venv", "--clear"]).arg(&venv))?;
+    testbed::run(
+        Command::new(python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )?;
     testbed::run(
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
@@ -118,8 +128,12 @@ pub fn close_masters(dir: &Path) {
 /// list per converge call, in order.
 pub fn read_dump(dir: &Path, host: &str) -> anyhow::Result<Vec<Vec<Value>>> {
     let path = dir.join(format!("{host}.jsonl"));
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("provision wrote no resources for {host} ({})", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "provision wrote no resources for {host} ({})",
+            path.display()
+        )
+    })?;
     text.lines()
         .map(|line| {
             let value: Value = serde_json::from_str(line)?;
@@ -150,14 +164,22 @@ fn copy_validate(command: &str) -> String {
 /// resources share one block of tasks; blocks of other hosts are skipped without a connection.
 /// `strategy: free` lets every host run through its tasks at its own pace, as provision's
 /// hosts do.
-pub fn play(name: &str, per_host: &[(String, Vec<Value>)]) -> anyhow::Result<(String, Vec<Vec<String>>)> {
+///
+/// provision's file writes make a missing parent directory (`mkdir -p`); the copy module does
+/// not, so a parent that no resource manages and that the hosts' base image lacks
+/// (`in_base`) gets a directory task, as a user would add.
+pub fn play(
+    name: &str,
+    per_host: &[(String, Vec<Value>)],
+    in_base: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<(String, Vec<Vec<String>>)> {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     let mut handlers: BTreeMap<String, String> = BTreeMap::new();
     for (host, resources) in per_host {
         if resources.is_empty() {
             continue;
         }
-        let tasks = tasks(resources, &mut handlers)?;
+        let tasks = tasks(resources, &mut handlers, in_base)?;
         match groups.iter_mut().find(|(t, _)| *t == tasks) {
             Some((_, hosts)) => hosts.push(host.clone()),
             None => groups.push((tasks, vec![host.clone()])),
@@ -192,7 +214,16 @@ pub fn play(name: &str, per_host: &[(String, Vec<Value>)]) -> anyhow::Result<(St
 }
 
 /// The tasks of one host, `@G@` standing for its group in registered names.
-fn tasks(resources: &[Value], handlers: &mut BTreeMap<String, String>) -> anyhow::Result<String> {
+fn tasks(
+    resources: &[Value],
+    handlers: &mut BTreeMap<String, String>,
+    in_base: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let mut directories: Vec<String> = resources
+        .iter()
+        .filter(|r| str_of(r, "kind") == "directory")
+        .map(|r| str_of(r, "path").to_string())
+        .collect();
     // A change of a resource a service depends on restarts or reloads it (handlers).
     let mut notify: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in resources.iter().filter(|r| str_of(r, "kind") == "service") {
@@ -235,6 +266,21 @@ fn tasks(resources: &[Value], handlers: &mut BTreeMap<String, String>) -> anyhow
                     .join(" or ")
             );
             units_changed.clear();
+        }
+        if kind == "file" || kind == "unit" {
+            let parent = str_of(r, "path")
+                .rsplit_once('/')
+                .map(|(d, _)| d)
+                .unwrap_or("/");
+            if !parent.is_empty() && !directories.iter().any(|d| d == parent) && !in_base(parent) {
+                let _ = write!(
+                    out,
+                    "- name: {}\n  ansible.builtin.file:\n    path: {}\n    state: directory\n",
+                    Value::String(format!("directory:{parent} (the parent of {id})")),
+                    lit(parent)
+                );
+                directories.push(parent.to_string());
+            }
         }
         let _ = writeln!(out, "- name: {}", Value::String(id.to_string()));
         match kind {
@@ -332,9 +378,9 @@ fn tasks(resources: &[Value], handlers: &mut BTreeMap<String, String>) -> anyhow
                 }
                 if r["state"].as_str() == Some("stopped") {
                     // provision keeps a unit that is not installed stopped by doing nothing.
-                    let _ = write!(
+                    let _ = writeln!(
                         out,
-                        "  failed_when: {register}.failed | default(false) and 'Could not find the requested service' not in ({register}.msg | default(''))\n"
+                        "  failed_when: {register}.failed | default(false) and 'Could not find the requested service' not in ({register}.msg | default(''))"
                     );
                 }
             }
@@ -399,7 +445,12 @@ mod tests {
                  "state": "running", "restart_on": [], "reload_on": ["file:/etc/x"]}]"#,
         )
         .unwrap();
-        let (yaml, groups) = play("t", &[("h1".into(), resources.clone()), ("h2".into(), resources)]).unwrap();
+        let (yaml, groups) = play(
+            "t",
+            &[("h1".into(), resources.clone()), ("h2".into(), resources)],
+            &|_| true,
+        )
+        .unwrap();
         assert_eq!(groups, vec![vec!["h1".to_string(), "h2".to_string()]]);
         assert!(yaml.contains("notify: [\"reload x\"]"), "{yaml}");
         assert!(yaml.contains("state: reloaded"), "{yaml}");

@@ -5,10 +5,11 @@
 //!   cargo run --release -p provision-bench --bin vs_ansible -- --hosts 1,10,50,100
 //!   ... -- --smoke            (CI: 4 hosts, every row once; fails on errors, never on time)
 //!
-//! The stack: host1 has the lb, zeoserver and plone_instances layers, every other host
-//! plone_instances, one Plone client each, the Zope example app (examples/apps/zope-buildout).
+//! The stack: N app hosts (`plone_instances`, one Plone client each, the Zope example app of
+//! examples/apps/zope-buildout) and one more host, `front`, with the `lb` and `zeoserver`
+//! layers, as in examples/demo.toml.
 //! For each N the rows are: first converge of the configuration layers, no-op `up`, one
-//! change (`haproxy.check_interval`: a new haproxy.cfg and a reload on host1), `deploy` of the
+//! change (`haproxy.check_interval`: a new haproxy.cfg and a reload on `front`), `deploy` of the
 //! live revision (a no-op) and of a new revision with the build cached. The Ansible playbook is
 //! generated from the resources provision converges on those hosts, and after every Ansible
 //! run provision checks that the hosts are exactly as it would have made them.
@@ -18,11 +19,11 @@ mod measure;
 mod report;
 mod testbed;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
 use anyhow::{Context, bail, ensure};
 use provision_sandbox::Config;
 use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
 use crate::measure::Run;
 use crate::report::{Measured, Op, Row, Table};
@@ -34,6 +35,10 @@ const APP: &str = "site";
 const DEPLOY_TO: &str = "/srv/www/site";
 const APP_USER: &str = "plone";
 const KEEP_RELEASES: u32 = 5;
+/// HAProxy's `maxconn`. provision's default (half the open-file limit, less 100) leaves too
+/// few descriptors for 100 servers: HAProxy then refuses to start (it needs 2 per connection
+/// plus one per server and listener).
+const MAX_CONNECTIONS: u32 = 9000;
 /// `haproxy.check_interval` of the stack, and the values of the one-change rows.
 const CHECK_INTERVAL: [u32; 3] = [1000, 1500, 2000];
 
@@ -72,15 +77,20 @@ fn parse_options() -> anyhow::Result<Options> {
                     .context("--hosts needs numbers")?;
                 hosts_given = true;
             }
-            "--repeat" => options.repeat = args.next().context("--repeat needs a number")?.parse()?,
+            "--repeat" => {
+                options.repeat = args.next().context("--repeat needs a number")?.parse()?;
+            }
             "--smoke" => options.smoke = true,
             "--keep" => options.keep = true,
-            "--provision" => options.provision = args.next().context("--provision needs a path")?.into(),
+            "--provision" => {
+                options.provision = args.next().context("--provision needs a path")?.into()
+            }
             "--out" => options.out = Some(args.next().context("--out needs a file")?.into()),
             "-h" | "--help" => {
                 println!(
                     "vs_ansible [--hosts 1,10,50,100] [--repeat 3] [--smoke] [--out FILE] [--keep] [--provision PATH]\n\
-                     --repeat: runs of each no-op row per tool (the median is reported)\n\
+                     --repeat: runs of each no-op row (the median is reported); Ansible's are\n\
+                     \x20         repeated only up to 10 hosts (they take minutes and vary by ~2%)\n\
                      --smoke: 4 hosts, every row once; fails on errors, not on time (CI)\n\
                      --keep: leave the work directory (logs, playbooks) for inspection"
                 );
@@ -149,12 +159,14 @@ fn run() -> anyhow::Result<()> {
         dir: dir.clone(),
         repo,
         ansible_playbook,
+        ansible: dir.join("ansible"),
         tables: Vec::new(),
     };
 
-    // The packages of every layer go into the base image, so that no row waits on apt.
-    let packages = probe_packages(&ctx, &machine)?;
-    testbed::ensure_bench_base(&machine, &bench, &packages)?;
+    // What the layers install from package indexes goes into the base image, so that no row
+    // waits on apt or pip.
+    let preinstall = probe_preinstall(&ctx, &machine)?;
+    testbed::ensure_bench_base(&machine, &bench, &preinstall)?;
 
     let result = (|| -> anyhow::Result<()> {
         for &n in &options.hosts {
@@ -190,7 +202,12 @@ fn app_repository(dir: &Path) -> anyhow::Result<PathBuf> {
 
 fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("git")
-        .args(["-c", "user.email=bench@example.org", "-c", "user.name=bench"])
+        .args([
+            "-c",
+            "user.email=bench@example.org",
+            "-c",
+            "user.name=bench",
+        ])
         .args(args)
         .current_dir(repo)
         .output()
@@ -211,17 +228,23 @@ fn new_revision(repo: &Path, tag: &str) -> anyhow::Result<String> {
     git(repo, &["rev-parse", "HEAD"])
 }
 
+/// The frontend and database host.
+const FRONT: &str = "front";
+
+/// `front`, then the N app hosts.
 fn host_names(n: usize) -> Vec<String> {
-    (1..=n).map(|i| format!("host{i}")).collect()
+    std::iter::once(FRONT.to_string())
+        .chain((1..=n).map(|i| format!("app{i}")))
+        .collect()
 }
 
-/// The stack: host1 serves the frontend and ZEO and runs a client too; every other host runs
-/// one client. Unattended upgrades are off (not part of the instances or the frontend).
+/// The stack: `front` serves the frontend and ZEO, every app host runs one Plone client.
+/// Unattended upgrades are off (not part of the instances or the frontend).
 fn stack_toml(name: &str, n: usize, check_interval: u32) -> String {
     let mut text = format!("[stack]\nname = \"{name}\"\n\n");
     for (i, host) in host_names(n).iter().enumerate() {
-        let layers = if i == 0 {
-            r#"["lb", "zeoserver", "plone_instances"]"#
+        let layers = if host == FRONT {
+            r#"["lb", "zeoserver"]"#
         } else {
             r#"["plone_instances"]"#
         };
@@ -233,27 +256,48 @@ fn stack_toml(name: &str, n: usize, check_interval: u32) -> String {
     text.push_str(&format!(
         "[apps.{APP}]\nrepository = \"{APP}\"\n\n\
          [attributes.plone_instances]\ninstance_count = 1\nshared_blobs = false\nsite_id = \"\"\n\n\
-         [attributes.haproxy]\nhealth_check_url = \"/\"\ncheck_interval = {check_interval}\n\n\
+         [attributes.haproxy]\nhealth_check_url = \"/\"\ncheck_interval = {check_interval}\n\
+         global_max_connections = {MAX_CONNECTIONS}\n\n\
          [attributes.apt.unattended_upgrades]\nenable = false\n\n\
          [attributes.deploy.{APP}]\nkeep_releases = {KEEP_RELEASES}\n"
     ));
     text
 }
 
-/// Boots one throwaway host on the plain sandbox base and asks provision (plan, nothing
-/// changed) which packages the layers install.
-fn probe_packages(ctx: &Ctx<'_>, machine: &Config) -> anyhow::Result<Vec<String>> {
+/// Boots throwaway hosts on the plain sandbox base and asks provision (plan, nothing changed)
+/// which packages and virtualenvs the layers install.
+fn probe_preinstall(ctx: &Ctx<'_>, machine: &Config) -> anyhow::Result<testbed::Preinstall> {
     let name = format!("{}probe", testbed::PREFIX);
     let bed = Bed::boot(machine, &name, &host_names(1))?;
     let result = (|| {
-        std::fs::write(ctx.dir.join("stack.toml"), stack_toml(&name, 1, CHECK_INTERVAL[0]))?;
+        std::fs::write(
+            ctx.dir.join("stack.toml"),
+            stack_toml(&name, 1, CHECK_INTERVAL[0]),
+        )?;
         let dump = ctx.dump_dir("probe")?;
         ctx.provision_checked(&["plan", "--json"], Some(&dump), "probe-plan", 1)?;
         let mut packages: Vec<String> = Vec::new();
-        for converge in ansible::read_dump(&dump, "host1")? {
-            for r in converge.iter().filter(|r| r["kind"] == "packages") {
-                for name in r["names"].as_array().into_iter().flatten() {
-                    packages.push(name.as_str().unwrap_or_default().to_string());
+        let mut venv_files = Vec::new();
+        for converge in ansible::read_dump(&dump, FRONT)?
+            .into_iter()
+            .chain(ansible::read_dump(&dump, "app1")?)
+        {
+            for r in &converge {
+                if r["kind"] == "packages" {
+                    for name in r["names"].as_array().into_iter().flatten() {
+                        packages.push(name.as_str().unwrap_or_default().to_string());
+                    }
+                }
+                let path = r["path"].as_str().unwrap_or_default();
+                if r["kind"] == "file"
+                    && (path.ends_with("/install-venv")
+                        || (path.starts_with("/etc/provision/")
+                            && path.ends_with("requirements.txt")))
+                {
+                    use base64::Engine as _;
+                    let content = base64::engine::general_purpose::STANDARD
+                        .decode(r["content_base64"].as_str().unwrap_or_default())?;
+                    venv_files.push((path.to_string(), content));
                 }
             }
         }
@@ -261,7 +305,10 @@ fn probe_packages(ctx: &Ctx<'_>, machine: &Config) -> anyhow::Result<Vec<String>
         packages.push("python3-apt".to_string());
         packages.sort();
         packages.dedup();
-        Ok(packages)
+        Ok(testbed::Preinstall {
+            packages,
+            venv_files,
+        })
     })();
     bed.destroy()?;
     result
@@ -272,6 +319,8 @@ struct Ctx<'a> {
     dir: PathBuf,
     repo: PathBuf,
     ansible_playbook: PathBuf,
+    /// The Ansible project: ansible.cfg, inventory, playbooks, vars.
+    ansible: PathBuf,
     tables: Vec<Table>,
 }
 
@@ -359,13 +408,13 @@ impl Ctx<'_> {
                 ),
                 ("ANSIBLE_NOCOLOR".to_string(), "1".to_string()),
             ],
-            dir: &self.ansible_dir(),
+            dir: &self.ansible,
             log: self.dir.join("logs").join(log),
         }
     }
 
     fn ansible_dir(&self) -> PathBuf {
-        self.dir.join("ansible")
+        self.ansible.clone()
     }
 
     /// Measures one run of a tool on `bed`: the command's own usage, the CPU the hosts spent
@@ -415,7 +464,8 @@ impl Ctx<'_> {
         (0..repeat)
             .map(|i| {
                 let run = self.provision_run(args, None, &format!("{log}-{i}"), n);
-                self.measure(bed, &run, &format!("provision {} (N={n})", args.join(" ")))
+                let what = format!("provision {} (N={})", args.join(" "), n - 1);
+                self.measure(bed, &run, &what)
             })
             .collect()
     }
@@ -428,7 +478,7 @@ impl Ctx<'_> {
         repeat: usize,
         extra: &[(&str, String)],
     ) -> anyhow::Result<Vec<Measured>> {
-        let n = bed.hosts.len();
+        let n = bed.hosts.len() - 1;
         (0..repeat)
             .map(|i| {
                 ansible::close_masters(&self.ansible_dir());
@@ -444,7 +494,8 @@ impl Ctx<'_> {
     /// exactly what provision would have). Returns each host's resources (a dump).
     fn plan_unchanged(&self, n: usize, tag: &str, after: &str) -> anyhow::Result<PathBuf> {
         let dump = self.dump_dir(tag)?;
-        let out = self.provision_checked(&["plan", "--json"], Some(&dump), &format!("plan-{tag}"), n)?;
+        let out =
+            self.provision_checked(&["plan", "--json"], Some(&dump), &format!("plan-{tag}"), n)?;
         let plan: Value = serde_json::from_str(&out).context("provision plan --json")?;
         let mut differences = Vec::new();
         for host in plan["hosts"].as_array().into_iter().flatten() {
@@ -465,7 +516,10 @@ impl Ctx<'_> {
     }
 
     /// The per-host configuration resources from a plan dump (the last converge of each host).
-    fn config_resources(dump: &Path, names: &[String]) -> anyhow::Result<Vec<(String, Vec<Value>)>> {
+    fn config_resources(
+        dump: &Path,
+        names: &[String],
+    ) -> anyhow::Result<Vec<(String, Vec<Value>)>> {
         names
             .iter()
             .map(|h| {
@@ -477,7 +531,7 @@ impl Ctx<'_> {
 
     fn write_converge_playbook(&self, dump: &Path, names: &[String]) -> anyhow::Result<()> {
         let resources = Self::config_resources(dump, names)?;
-        let (yaml, groups) = ansible::play("the configuration layers", &resources)?;
+        let (yaml, groups) = ansible::play("the configuration layers", &resources, &in_base)?;
         say(&format!(
             "converge.yml: {} task(s) for {} group(s) of hosts",
             resources.iter().map(|(_, r)| r.len()).max().unwrap_or(0),
@@ -491,11 +545,16 @@ impl Ctx<'_> {
     fn bench_hosts(&self, bench: &Config, n: usize) -> anyhow::Result<Table> {
         let name = format!("{}{n}", testbed::PREFIX);
         let names = host_names(n);
-        std::fs::write(self.dir.join("stack.toml"), stack_toml(&name, n, CHECK_INTERVAL[0]))?;
+        std::fs::write(
+            self.dir.join("stack.toml"),
+            stack_toml(&name, n, CHECK_INTERVAL[0]),
+        )?;
         let mut table = Table::new(n);
         let repeat = self.options.repeat;
+        // Beyond 10 hosts one Ansible run takes minutes, and its runs differ by about 2%.
+        let ansible_repeat = if n <= 10 { repeat } else { 1 };
 
-        say(&format!("N={n}: booting {n} host(s)"));
+        say(&format!("N={n}: booting {} hosts", n + 1));
         let mut bed = Bed::boot(bench, &name, &names)?;
         let result = (|| -> anyhow::Result<()> {
             // First converge of the configuration layers: `setup`, then `configure`.
@@ -515,7 +574,7 @@ impl Ctx<'_> {
                 .map(|h| ansible::InventoryHost {
                     name: h.name.clone(),
                     address: h.address.to_string(),
-                    instance: true,
+                    instance: h.name != FRONT,
                 })
                 .collect();
             ansible::write_project(
@@ -530,22 +589,38 @@ impl Ctx<'_> {
             table.push(Row::new(Op::FirstConverge, provision_first, ansible_first));
 
             // A live release everywhere, built with the build cache (untimed).
-            self.first_release(&bed)?;
-            let dump_up = self.dump_dir("up")?;
-            self.provision_checked(&["up"], Some(&dump_up), "up-dump", n)?;
-            self.write_clients_playbook(&dump_up, &names)?;
+            let dump = self.first_release(&bed)?;
+            self.write_release_playbooks(&dump, &names[1..])?;
             let commit = git(&self.repo, &["rev-parse", "HEAD"])?;
             self.write_deploy_vars(&bed, &commit)?;
 
+            // What the hosts burn doing nothing (HAProxy's health checks of every client, ZEO,
+            // the clients themselves), for reading the short rows.
+            let before = bed.host_cpu();
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            table.idle_cores = (bed.host_cpu() - before).as_secs_f64() / 5.0;
+
             // No-op `up`.
             let p = self.measure_provision(&bed, &["up"], "p-noop", repeat)?;
-            let a = self.measure_ansible(&bed, "site.yml", "a-noop", repeat, &self.release_var())?;
+            let a = self.measure_ansible(
+                &bed,
+                "site.yml",
+                "a-noop",
+                ansible_repeat,
+                &self.release_var(),
+            )?;
             table.push(Row::new(Op::Noop, p, a));
 
-            // One change: haproxy.check_interval, a new haproxy.cfg and a reload on host1.
-            std::fs::write(self.dir.join("stack.toml"), stack_toml(&name, n, CHECK_INTERVAL[1]))?;
+            // One change: haproxy.check_interval, a new haproxy.cfg and a reload on `front`.
+            std::fs::write(
+                self.dir.join("stack.toml"),
+                stack_toml(&name, n, CHECK_INTERVAL[1]),
+            )?;
             let p = self.measure_provision(&bed, &["up"], "p-change", 1)?;
-            std::fs::write(self.dir.join("stack.toml"), stack_toml(&name, n, CHECK_INTERVAL[2]))?;
+            std::fs::write(
+                self.dir.join("stack.toml"),
+                stack_toml(&name, n, CHECK_INTERVAL[2]),
+            )?;
             let dump = self.dump_dir("change")?;
             self.provision_checked(&["plan", "--json"], Some(&dump), "plan-change", n)?;
             self.write_converge_playbook(&dump, &names)?;
@@ -555,7 +630,13 @@ impl Ctx<'_> {
 
             // Deploy of the live revision: nothing to do.
             let p = self.measure_provision(&bed, &["deploy"], "p-deploy-same", repeat)?;
-            let a = self.measure_ansible(&bed, "deploy-all.yml", "a-deploy-same", repeat, &self.release_var())?;
+            let a = self.measure_ansible(
+                &bed,
+                "deploy-all.yml",
+                "a-deploy-same",
+                ansible_repeat,
+                &self.release_var(),
+            )?;
             table.push(Row::new(Op::DeployUnchanged, p, a));
 
             // Deploy of a new revision, the build cached.
@@ -563,47 +644,59 @@ impl Ctx<'_> {
             let p = self.measure_provision(&bed, &["deploy"], "p-deploy-new", 1)?;
             let commit = new_revision(&self.repo, "ansible")?;
             self.write_deploy_vars(&bed, &commit)?;
-            let a = self.measure_ansible(&bed, "deploy-all.yml", "a-deploy-new", 1, &self.release_var())?;
+            let a = self.measure_ansible(
+                &bed,
+                "deploy-all.yml",
+                "a-deploy-new",
+                1,
+                &self.release_var(),
+            )?;
             self.check_release_unchanged(n, &commit)?;
             table.push(Row::new(Op::DeployNew, p, a));
             Ok(())
         })();
         table.load_note = report::machine_note(bench, &name);
-        if !self.options.keep || result.is_ok() {
-            if let Err(e) = bed.destroy() {
-                say(&format!("destroying sandbox {name} failed: {e:#}"));
-            }
+        if (!self.options.keep || result.is_ok())
+            && let Err(e) = bed.destroy()
+        {
+            say(&format!("destroying sandbox {name} failed: {e:#}"));
         }
         result.with_context(|| format!("N={n}"))?;
         Ok(table)
     }
 
-    /// A release on every host: the build cache is put in place first (made once, on host1,
+    /// A release on every app host: the build cache is put in place first (made once, on app1,
     /// by a cold build, and kept in the benchmark's cache directory), then `provision deploy`.
-    fn first_release(&self, bed: &Bed) -> anyhow::Result<()> {
+    fn first_release(&self, bed: &Bed) -> anyhow::Result<PathBuf> {
         let n = bed.hosts.len();
         let shared = format!("{DEPLOY_TO}/shared");
         if !testbed::build_cache_file().is_file() {
-            say("building the app once on host1 for the build cache (a cold buildout, 1 to 2 minutes)");
-            self.provision_checked(&["deploy", "--host", "host1"], None, "cold-build", n)?;
-            testbed::save_build_cache(&bed.hosts[0], &shared)?;
+            say(
+                "building the app once on app1 for the build cache (a cold buildout, 1 to 2 minutes)",
+            );
+            self.provision_checked(&["deploy", "--host", "app1"], None, "cold-build", n)?;
+            testbed::save_build_cache(&bed.hosts[1], &shared)?;
         }
-        testbed::seed_build_cache(bed, &shared, APP_USER, APP_USER)?;
+        testbed::seed_build_cache(&bed.hosts_but(FRONT), &shared, APP_USER, APP_USER)?;
         say("first release on every host (untimed)");
-        self.provision_checked(&["deploy"], None, "first-release", n)?;
-        Ok(())
+        let dump = self.dump_dir("deploy")?;
+        self.provision_checked(&["deploy"], Some(&dump), "first-release", n)?;
+        Ok(dump)
     }
 
-    /// The Plone clients' services (what `up` and `deploy` converge once a release is live).
-    fn write_clients_playbook(&self, dump: &Path, names: &[String]) -> anyhow::Result<()> {
+    /// From what `provision deploy` converged on each host: the instances' setup it checks
+    /// first (deploy-setup.yml) and the clients' services it starts last (clients.yml).
+    fn write_release_playbooks(&self, dump: &Path, names: &[String]) -> anyhow::Result<()> {
+        let mut setup = Vec::new();
         let mut resources = Vec::new();
         for host in names {
-            let converges = ansible::read_dump(dump, host)?;
-            // The first converge is the configuration; the ones after it the clients.
-            let clients: Vec<Value> = converges.into_iter().skip(1).flatten().collect();
-            resources.push((host.clone(), clients));
+            let mut converges = ansible::read_dump(dump, host)?.into_iter();
+            setup.push((host.clone(), converges.next().unwrap_or_default()));
+            resources.push((host.clone(), converges.flatten().collect::<Vec<Value>>()));
         }
-        let (yaml, _) = ansible::play("every Plone client running", &resources)?;
+        let (yaml, _) = ansible::play("what a release needs", &setup, &in_base)?;
+        std::fs::write(self.ansible_dir().join("deploy-setup.yml"), yaml)?;
+        let (yaml, _) = ansible::play("every Plone client running", &resources, &in_base)?;
         std::fs::write(self.ansible_dir().join("clients.yml"), yaml)?;
         let clients: Vec<Value> = resources[0]
             .1
@@ -616,7 +709,10 @@ impl Ctx<'_> {
                 serde_json::json!({"name": client, "unit": unit, "port": 8080 + number})
             })
             .collect();
-        ensure!(!clients.is_empty(), "provision converged no Plone client services");
+        ensure!(
+            !clients.is_empty(),
+            "provision converged no Plone client services"
+        );
         std::fs::write(
             self.ansible_dir().join("clients.json"),
             Value::from(clients).to_string(),
@@ -652,15 +748,16 @@ impl Ctx<'_> {
              python: /usr/bin/python3\ncommit: \"{commit}\"\ntree_tar: \"{}\"\n\
              shared_links: [eggs, downloads, extends, var]\nshared_dirs: [var/log]\n\
              buildout_config: deploy.cfg\nbuildout_args: \"\"\nkeep_releases: {KEEP_RELEASES}\n\
-             lb_host: host1\nhaproxy_socket: /run/haproxy/admin.sock\nhaproxy_backend: plone_instances\n\
+             lb_host: {FRONT}\nhaproxy_socket: /run/haproxy/admin.sock\nhaproxy_backend: plone_instances\n\
              health_path: /\nhealth_timeout: 180\nclients: {clients}\n",
             tree.display()
         );
         std::fs::create_dir_all(dir.join("group_vars"))?;
         std::fs::create_dir_all(dir.join("host_vars"))?;
         std::fs::write(dir.join("group_vars/all.yml"), all)?;
-        let files = bed.each(|host| release_files(bed, host))?;
-        for (host, files) in bed.hosts.iter().zip(files) {
+        let apps = bed.hosts_but(FRONT);
+        let files = testbed::each(&apps, |host| release_files(bed, host))?;
+        for (host, files) in apps.iter().zip(files) {
             std::fs::write(
                 dir.join(format!("host_vars/{}.yml", host.name())),
                 format!(
@@ -689,13 +786,24 @@ impl Ctx<'_> {
     }
 }
 
+/// Whether a directory exists in the hosts' base image.
+fn in_base(dir: &str) -> bool {
+    let machine = Config::from_env().unwrap_or_default();
+    provision_sandbox::base_image::path(&testbed::bench_config(&machine).cache_root)
+        .join(dir.trim_start_matches('/'))
+        .is_dir()
+}
+
 fn lit(text: &str) -> String {
     format!("!unsafe {}", Value::String(text.to_string()))
 }
 
 /// The generated files of a host's live release, read from the machine.
 fn release_files(bed: &Bed, host: &provision_sandbox::Host) -> anyhow::Result<ReleaseFiles> {
-    let link = host.root().join(DEPLOY_TO.trim_start_matches('/')).join("current");
+    let link = host
+        .root()
+        .join(DEPLOY_TO.trim_start_matches('/'))
+        .join("current");
     let target = std::fs::read_link(&link).with_context(|| format!("{}", link.display()))?;
     let release = target.display().to_string();
     let read = |file: &str| bed.read(host, &format!("{release}/{file}"));

@@ -30,7 +30,12 @@ impl Measured {
                 exit_code: a.usage.exit_code.max(b.usage.exit_code),
             },
             host_cpu: a.host_cpu + b.host_cpu,
-            sessions: a.sessions.iter().zip(&b.sessions).map(|(x, y)| x + y).collect(),
+            sessions: a
+                .sessions
+                .iter()
+                .zip(&b.sessions)
+                .map(|(x, y)| x + y)
+                .collect(),
             load: a.load.max(b.load),
         }
     }
@@ -95,6 +100,8 @@ pub struct Table {
     pub hosts: usize,
     pub rows: Vec<Row>,
     pub load_note: String,
+    /// Cores the hosts used while no tool ran, once every client was up.
+    pub idle_cores: f64,
 }
 
 impl Table {
@@ -103,6 +110,7 @@ impl Table {
             hosts,
             rows: Vec::new(),
             load_note: String::new(),
+            idle_cores: 0.0,
         }
     }
 
@@ -112,7 +120,7 @@ impl Table {
 
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "### {} host{}\n\n\
+            "### N = {} app host{} (+ `front`: lb, ZEO)\n\n\
              | operation | provision | round trips/host, max (mean) | peak RSS | own CPU / hosts' CPU | Ansible | round trips/host, max (mean) | own CPU / hosts' CPU | Ansible / provision |\n\
              | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
             self.hosts,
@@ -142,12 +150,24 @@ impl Table {
             .rows
             .iter()
             .filter(|r| r.runs != (1, 1))
-            .map(|r| format!("{}: median of {} / {} runs", r.op.label(), r.runs.0, r.runs.1))
+            .map(|r| {
+                format!(
+                    "{}: median of {} / {} runs",
+                    r.op.label(),
+                    r.runs.0,
+                    r.runs.1
+                )
+            })
             .collect();
         if !runs.is_empty() {
             let _ = writeln!(out, "\n{}.", runs.join("; "));
         }
-        let _ = writeln!(out, "{}", self.load_note);
+        let _ = writeln!(
+            out,
+            "Idle, the hosts used {:.2} cores (HAProxy's health checks of every client, ZEO, the \
+             clients). {}",
+            self.idle_cores, self.load_note
+        );
         out
     }
 }

@@ -17,7 +17,8 @@ pub const CACHE_DIR: &str = "/var/cache/provision-bench";
 /// Bump when the steps of the bench base change.
 const BENCH_BASE_VERSION: u32 = 1;
 /// sshd logs `Starting session: command for ...` per command at this level.
-const SSHD_LOG: &str = "# vs_ansible: one log line per SSH session, to count round trips\nLogLevel VERBOSE\n";
+const SSHD_LOG: &str =
+    "# vs_ansible: one log line per SSH session, to count round trips\nLogLevel VERBOSE\n";
 
 pub fn say(message: &str) {
     let _ = writeln!(std::io::stderr(), "vs_ansible: {message}");
@@ -73,8 +74,8 @@ impl Bed {
     /// SSH sessions (commands) each host's sshd has started so far.
     pub fn sessions(&self) -> anyhow::Result<Vec<u64>> {
         self.each(|host| {
-            let out =
-                host.sh("journalctl -q -o cat -u ssh.service | grep -c '^Starting session:' || true")?;
+            let out = host
+                .sh("journalctl -q -o cat -u ssh.service | grep -c '^Starting session:' || true")?;
             let text = String::from_utf8_lossy(&out.stdout);
             text.trim()
                 .parse()
@@ -87,8 +88,33 @@ impl Bed {
         &self,
         f: impl Fn(&Host) -> anyhow::Result<T> + Sync,
     ) -> anyhow::Result<Vec<T>> {
-        let mut results = Vec::with_capacity(self.hosts.len());
-        for chunk in self.hosts.chunks(16) {
+        each(&self.hosts, f)
+    }
+
+    /// The hosts but `except`.
+    pub fn hosts_but(&self, except: &str) -> Vec<Host> {
+        self.hosts
+            .iter()
+            .filter(|h| h.name() != except)
+            .cloned()
+            .collect()
+    }
+
+    /// A file of a host, read from the machine through the host's mounted root.
+    pub fn read(&self, host: &Host, path: &str) -> anyhow::Result<String> {
+        let full = host.root().join(path.trim_start_matches('/'));
+        std::fs::read_to_string(&full).with_context(|| format!("reading {}", full.display()))
+    }
+}
+
+/// `f` on every host of `hosts`, 16 at a time; results in host order.
+pub fn each<T: Send>(
+    hosts: &[Host],
+    f: impl Fn(&Host) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<T>> {
+    {
+        let mut results = Vec::with_capacity(hosts.len());
+        for chunk in hosts.chunks(16) {
             let done: Vec<anyhow::Result<T>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = chunk.iter().map(|h| scope.spawn(|| f(h))).collect();
                 handles
@@ -101,12 +127,6 @@ impl Bed {
             }
         }
         Ok(results)
-    }
-
-    /// A file of a host, read from the machine through the host's mounted root.
-    pub fn read(&self, host: &Host, path: &str) -> anyhow::Result<String> {
-        let full = host.root().join(path.trim_start_matches('/'));
-        std::fs::read_to_string(&full).with_context(|| format!("reading {}", full.display()))
     }
 }
 
@@ -124,23 +144,50 @@ pub fn remove_stale(config: &Config) {
     }
 }
 
-/// The recipe of the bench base: which packages it adds to the sandbox's base.
-fn bench_recipe(packages: &[String]) -> String {
-    format!(
-        "vs_ansible base {BENCH_BASE_VERSION}\nfrom {}\npackages {}\nsshd {SSHD_LOG:?}\n",
-        provision_sandbox::base_image::recipe_hash(),
-        packages.join(" ")
-    )
+/// What the layers install from package indexes, to put into the base: Debian packages, and
+/// the files of virtualenv installers (`.../install-venv` and the requirements they read),
+/// which are run once in the base and removed again, leaving the virtualenvs.
+pub struct Preinstall {
+    pub packages: Vec<String>,
+    pub venv_files: Vec<(String, Vec<u8>)>,
 }
 
-/// Makes `bench.cache_root`'s base: the machine's sandbox base plus `packages` (installed with
-/// apt in a chroot, their services left disabled, so a host boots as lean as the plain base),
-/// and sshd at `LogLevel VERBOSE`. Rebuilt when the package list changes.
-pub fn ensure_bench_base(machine: &Config, bench: &Config, packages: &[String]) -> anyhow::Result<()> {
+impl Preinstall {
+    fn installers(&self) -> impl Iterator<Item = &str> {
+        self.venv_files
+            .iter()
+            .map(|(path, _)| path.as_str())
+            .filter(|p| p.ends_with("/install-venv"))
+    }
+}
+
+/// The recipe of the bench base: what it adds to the sandbox's base.
+fn bench_recipe(pre: &Preinstall) -> String {
+    let mut recipe = format!(
+        "vs_ansible base {BENCH_BASE_VERSION}\nfrom {}\npackages {}\nsshd {SSHD_LOG:?}\n",
+        provision_sandbox::base_image::recipe_hash(),
+        pre.packages.join(" ")
+    );
+    for (path, content) in &pre.venv_files {
+        recipe.push_str(&format!(
+            "{path} {}\n",
+            String::from_utf8_lossy(content).len()
+        ));
+        recipe.push_str(&String::from_utf8_lossy(content));
+    }
+    recipe
+}
+
+/// Makes `bench.cache_root`'s base: the machine's sandbox base plus the packages (installed
+/// with apt in a chroot, their services left disabled, so a host boots as lean as the plain
+/// base) and the virtualenvs of `pre`, and sshd at `LogLevel VERBOSE`. Rebuilt when any of
+/// that changes.
+pub fn ensure_bench_base(machine: &Config, bench: &Config, pre: &Preinstall) -> anyhow::Result<()> {
+    let packages = &pre.packages;
     let source = provision_sandbox::base_image::ensure(&machine.cache_root, &|m| say(m))?;
     let target = provision_sandbox::base_image::path(&bench.cache_root);
     let recipe_file = target.with_extension("bench-recipe");
-    let recipe = bench_recipe(packages);
+    let recipe = bench_recipe(pre);
     if provision_sandbox::base_image::is_built(&bench.cache_root)
         && std::fs::read_to_string(&recipe_file).is_ok_and(|r| r == recipe)
     {
@@ -164,10 +211,33 @@ pub fn ensure_bench_base(machine: &Config, bench: &Config, packages: &[String]) 
     for (key, value) in &egress.apt_options {
         apt_conf.push_str(&format!("{key} \"{value}\";\n"));
     }
-    write_in(&partial, "/etc/apt/apt.conf.d/00vs-ansible", apt_conf.as_bytes())?;
+    write_in(
+        &partial,
+        "/etc/apt/apt.conf.d/00vs-ansible",
+        apt_conf.as_bytes(),
+    )?;
     for file in egress.apt_files.iter().chain(&egress.apt_keyrings) {
         write_in(&partial, &file.to_string_lossy(), &std::fs::read(file)?)?;
     }
+    // pip in the chroot uses the machine's index, as the hosts do.
+    let mut pip_conf = String::from("[global]\n");
+    if let Some(url) = &egress.pip.index_url {
+        pip_conf.push_str(&format!("index-url = {url}\n"));
+    }
+    if !egress.pip.extra_index_urls.is_empty() {
+        pip_conf.push_str(&format!(
+            "extra-index-url = {}\n",
+            egress.pip.extra_index_urls.join(" ")
+        ));
+    }
+    if let Some(cert) = &egress.pip.cert {
+        pip_conf.push_str(&format!("cert = {}\n", cert.display()));
+    }
+    write_in(&partial, "/etc/pip.conf", pip_conf.as_bytes())?;
+    for (path, content) in &pre.venv_files {
+        write_in(&partial, path, content)?;
+    }
+    let installers: Vec<&str> = pre.installers().collect();
     // A private mount namespace: /proc in the chroot goes away with the script.
     let script = r#"set -eu
 R=$1; shift
@@ -181,6 +251,9 @@ export DEBIAN_FRONTEND=noninteractive
 chroot "$R" apt-get update -q
 chroot "$R" apt-get install -y -q --no-install-recommends "$@"
 chroot "$R" apt-get clean
+# What the machine trusts (as the hosts get it at every start), after apt rewrote the bundle.
+for ca in $CA_FILES; do mkdir -p "$R$(dirname "$ca")"; cp "$ca" "$R$ca"; done
+for installer in $INSTALLERS; do chroot "$R" sh "$installer"; done
 # Services of the added packages stay off: the layers enable what they manage.
 for link in "$R"/etc/systemd/system/*.wants/*; do
     grep -qx "$(basename "$link")" "$R/tmp/wants.before" || rm -f "$link"
@@ -192,9 +265,28 @@ umount "$R/proc"
 "#;
     let log = bench.cache_root.join("bench-base.log");
     let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
         .arg(&partial)
         .args(packages)
+        .env("INSTALLERS", installers.join(" "))
+        .env(
+            "CA_FILES",
+            egress
+                .ca_files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+        .env_remove("PIP_FIND_LINKS")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log)?)
         .stderr(std::fs::File::create(log.with_extension("err"))?)
@@ -210,7 +302,16 @@ umount "$R/proc"
     for file in &egress.apt_files {
         let _ = std::fs::remove_file(partial.join(file.strip_prefix("/").unwrap_or(file)));
     }
-    write_in(&partial, "/etc/ssh/sshd_config.d/zz-vs-ansible.conf", SSHD_LOG.as_bytes())?;
+    // The installers and their inputs are the layers' to write: only the virtualenvs stay.
+    let _ = std::fs::remove_file(partial.join("etc/pip.conf"));
+    for (path, _) in &pre.venv_files {
+        let _ = std::fs::remove_file(partial.join(path.trim_start_matches('/')));
+    }
+    write_in(
+        &partial,
+        "/etc/ssh/sshd_config.d/zz-vs-ansible.conf",
+        SSHD_LOG.as_bytes(),
+    )?;
     std::fs::rename(&partial, &target)?;
     std::fs::write(&recipe_file, recipe)?;
     Ok(())
@@ -261,10 +362,15 @@ pub fn save_build_cache(host: &Host, shared: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Unpacks the saved build cache into `shared` on every host, owned by the app's user.
-pub fn seed_build_cache(bed: &Bed, shared: &str, user: &str, group: &str) -> anyhow::Result<()> {
+/// Unpacks the saved build cache into `shared` on `hosts`, owned by the app's user.
+pub fn seed_build_cache(
+    hosts: &[Host],
+    shared: &str,
+    user: &str,
+    group: &str,
+) -> anyhow::Result<()> {
     let file = build_cache_file();
-    bed.each(|host| {
+    each(hosts, |host| {
         let dirs = BUILD_CACHE_DIRS
             .iter()
             .map(|d| format!("{shared}/{d}"))
