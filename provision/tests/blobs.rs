@@ -244,3 +244,230 @@ fn blobs_move_local_to_s3_to_glusterfs_while_a_client_reads_them() {
         assert_eq!(host["changes"], serde_json::json!([]), "{host}");
     }
 }
+
+/// A Zope object whose content is one ZODB blob: `PUT` (Manager) replaces it, `GET` serves it.
+/// Plain Zope has no blob-backed file type (Plone's come from plone.namedfile), so the test's
+/// copy of the Zope example app carries this one as a develop egg.
+const BLOBFILE_PY: &str = r#""""A Zope object whose content is one ZODB blob."""
+from OFS.SimpleItem import SimpleItem
+from ZODB.blob import Blob
+
+
+class BlobFile(SimpleItem):
+    """A file kept in a ZODB blob."""
+
+    meta_type = "Blob File"
+    index_html__roles__ = None
+    PUT__roles__ = ("Manager",)
+
+    def __init__(self, id):
+        self.id = id
+        self.data = Blob()
+
+    def index_html(self, REQUEST=None, RESPONSE=None):
+        """The file's bytes."""
+        with self.data.open("r") as f:
+            body = f.read()
+        if RESPONSE is not None:
+            RESPONSE.setHeader("Content-Type", "application/octet-stream")
+        return body
+
+    def PUT(self, REQUEST, RESPONSE):
+        """Replaces the file's bytes with the request body."""
+        body = REQUEST["BODYFILE"]
+        body.seek(0)
+        with self.data.open("w") as f:
+            f.write(body.read())
+        RESPONSE.setStatus(204)
+        return ""
+"#;
+
+/// The test's copy of the Zope example, with the blob file egg, as a git repository.
+fn zope_app_with_blob_files(dir: &std::path::Path) -> std::path::PathBuf {
+    let repo = dir.join("site");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/zope-buildout");
+    let run = |program: &str, args: &[&str]| {
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            text(&out.stderr)
+        );
+    };
+    run(
+        "cp",
+        &["-r", example.to_str().unwrap(), repo.to_str().unwrap()],
+    );
+    std::fs::create_dir_all(repo.join("src/blobfile")).unwrap();
+    std::fs::write(repo.join("src/blobfile/blobfile.py"), BLOBFILE_PY).unwrap();
+    std::fs::write(
+        repo.join("src/blobfile/setup.py"),
+        "from setuptools import setup\n\nsetup(name=\"blobfile\", version=\"1.0\", py_modules=[\"blobfile\"])\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("cfg/blobfile.cfg"),
+        "[buildout]\nextends = base.cfg\ndevelop = src/blobfile\n\n[client1]\neggs += blobfile\n",
+    )
+    .unwrap();
+    let repo_path = repo.to_str().unwrap();
+    let git = |args: &[&str]| {
+        let mut all = vec![
+            "-C",
+            repo_path,
+            "-c",
+            "user.email=ci@example.org",
+            "-c",
+            "user.name=ci",
+        ];
+        all.extend_from_slice(args);
+        run("git", &all);
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "the Zope example with blob files"]);
+    repo
+}
+
+/// One HTTP/1.0 request from the controller: (status, body).
+fn http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // admin:admin, the example's Zope manager.
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let status = String::from_utf8_lossy(&response[..split])
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.get(split + 4..).unwrap_or_default().to_vec();
+    (status, body)
+}
+
+#[test]
+fn a_blob_uploaded_through_a_client_on_one_host_is_served_by_a_client_on_another_via_s3() {
+    let Some(moto) = S3Server::program() else {
+        return;
+    };
+    let Some(hosts) = fixture::named_blocking(&["db1", "app1", "app2"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&moto, hosts.inventory().gateway, dir.path());
+    zope_app_with_blob_files(dir.path());
+    let secrets = [
+        ("PROVISION_SECRET_S3FS_FUSE_S3_KEY", S3_KEY),
+        ("PROVISION_SECRET_S3FS_FUSE_S3_SECRET", S3_SECRET),
+    ];
+    let address = |name: &str| hosts.host(name).address().to_string();
+    write_stack(
+        dir.path(),
+        &hosts,
+        &format!(
+            "[hosts.db1]\naddress = \"{}\"\nlayers = [\"zeoserver\"]\n\n\
+             [hosts.app1]\naddress = \"{}\"\nlayers = [\"plone_instances\"]\n\n\
+             [hosts.app2]\naddress = \"{}\"\nlayers = [\"plone_instances\"]\n\n\
+             [apps.site]\nrepository = \"site\"\n\n\
+             [attributes.plone_instances]\ninstance_count = 1\nshared_blobs = true\n\
+             base_config = \"cfg/blobfile.cfg\"\nsite_id = \"\"\n\n\
+             [attributes.haproxy]\nhealth_check_url = \"/\"\n\n\
+             [attributes.plone_blobs]\nblob_dir = \"/mnt/s3/blobs/blobstorage\"\n\n\
+             [[attributes.s3fs_fuse.mounts]]\nbucket = \"site-blobs\"\npath = \"/mnt/s3/blobs\"\n\
+             url = \"{}\"\n",
+            address("db1"),
+            address("app1"),
+            address("app2"),
+            s3.endpoint
+        ),
+    );
+    let up = provision(dir.path(), &["up", "--sandbox"], &secrets);
+    ok(&up);
+    for host in ["db1", "app1", "app2"] {
+        assert_eq!(
+            sh(&hosts, host, "findmnt -n -o FSTYPE /mnt/s3/blobs").trim(),
+            "fuse.s3fs",
+            "{host}"
+        );
+    }
+
+    // The object, made with the client's own configuration (its service stopped meanwhile:
+    // one process per persistent ZEO cache).
+    sh(
+        &hosts,
+        "app1",
+        "printf '%s\\n' 'import transaction' 'from blobfile import BlobFile' \
+         'app._setObject(\"shared-file\", BlobFile(\"shared-file\"))' 'transaction.commit()' \
+         > /tmp/create.py && chmod 644 /tmp/create.py\n\
+         systemctl stop plone-site@client1\n\
+         runuser -u plone -- /srv/www/site/current/bin/client1 run /tmp/create.py\n\
+         systemctl start plone-site@client1",
+    );
+    let app1 = format!("{}:8081", address("app1"));
+    let app2 = format!("{}:8081", address("app2"));
+    wait_for("client1 on app1 answers", Duration::from_secs(120), || {
+        std::net::TcpStream::connect(&app1).is_ok()
+    });
+
+    // 300 KB through app1's client, served by app2's.
+    let content: Vec<u8> = (0..300_000u32)
+        .map(|i| b"provision blob "[(i % 15) as usize])
+        .collect();
+    let (status, body) = http(&app1, "PUT", "/shared-file", &content);
+    assert!(
+        status == 204 || status == 200,
+        "PUT on app1: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, served) = http(&app2, "GET", "/shared-file", b"");
+    assert_eq!(
+        status,
+        200,
+        "GET on app2: {}",
+        String::from_utf8_lossy(&served)
+    );
+    assert!(
+        served == content,
+        "app2 served {} other bytes",
+        served.len()
+    );
+
+    // The blob lives in the bucket, and the keys file is root's alone.
+    let objects = s3.keys("site-blobs", "blobstorage/");
+    assert!(
+        objects.iter().any(|k| k.ends_with(".blob")),
+        "no blob in the bucket: {objects:?}"
+    );
+    assert_eq!(
+        sh(
+            &hosts,
+            "app2",
+            "stat -c '%a %U' /etc/provision/s3fs/site-blobs.passwd"
+        )
+        .trim(),
+        "600 root"
+    );
+    let shown = format!("{}{}", text(&up.stdout), text(&up.stderr));
+    assert!(!shown.contains(S3_SECRET), "the secret key was printed");
+}
