@@ -73,9 +73,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         CommandKind::Status(args) => run::status(&args).await,
         CommandKind::Run { stack, command } => run::run_command(&stack, &command.join(" ")).await,
         CommandKind::Deploy {
-            stack, revision, ..
-        } => run::release_command(&stack, run::ReleaseAction::Deploy, revision.as_deref()).await,
-        CommandKind::Rollback { stack, .. } => {
+            stack,
+            app,
+            revision,
+        } => {
+            run::check_app(&stack, app.as_deref())?;
+            run::release_command(&stack, run::ReleaseAction::Deploy, revision.as_deref()).await
+        }
+        CommandKind::Rollback { stack, app } => {
+            run::check_app(&stack, app.as_deref())?;
             run::release_command(&stack, run::ReleaseAction::Rollback, None).await
         }
         CommandKind::Restart(stack) => {

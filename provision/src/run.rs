@@ -262,6 +262,40 @@ async fn ensure_clients_running(
 
 /// `deploy`, `rollback` and `restart`: the instance hosts among the selected ones, with every
 /// lb host reached for the drain.
+/// Refuses an app name (`deploy APP`, `rollback APP`) that is not the app the stack's
+/// instances run: the release commands act on that one app.
+pub fn check_app(args: &StackArgs, app: Option<&str>) -> anyhow::Result<()> {
+    let Some(name) = app else {
+        return Ok(());
+    };
+    let session = Session::load(args)?;
+    match session.stack.app_for(Layer::PloneInstances) {
+        Some(deployed) if deployed.name == name => Ok(()),
+        deployed => {
+            let known: Vec<&str> = session
+                .stack
+                .apps()
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect();
+            let runs = deployed.map_or_else(
+                || "no app (set plone_instances.app_name)".to_string(),
+                |a| format!("app {}", a.name),
+            );
+            Err(BadInput(format!(
+                "no app {name} to release: the instances of {} run {runs} (apps in the stack: {})",
+                session.stack_path().display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+            .into())
+        }
+    }
+}
+
 pub async fn release_command(
     args: &StackArgs,
     action: ReleaseAction,

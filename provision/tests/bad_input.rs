@@ -473,6 +473,12 @@ fn cases() -> Vec<Case> {
             BASE.replace("[\"plone_instances\", \"zeoserver\"]", "[\"zeoserver\"]"),
             "no selected host has the plone_instances layer in stack.toml",
         ),
+        case(
+            "deploy of an app the stack does not have",
+            &["deploy", "blog"],
+            base(""),
+            "no app blog to release: the instances of stack.toml run app site (apps in the stack: site)",
+        ),
         // The app's repository on this machine.
         case(
             "a repository path that does not exist",
