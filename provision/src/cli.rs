@@ -110,6 +110,21 @@ pub enum CommandKind {
     },
     /// Local test hosts (systemd-nspawn) for a stack.
     Sandbox(SandboxArgs),
+    /// Write a commented starter stack file: one host, a small ZEO cluster, or a RelStorage
+    /// cluster. An existing file is left alone unless --force.
+    Init(crate::init::InitArgs),
+    /// Print a shell completion script, e.g. `provision completions bash >
+    /// /etc/bash_completion.d/provision`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages: provision.1 and one per subcommand (provision-plan.1, ...).
+    Man {
+        /// The directory to write them into (created if missing).
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

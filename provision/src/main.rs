@@ -2,7 +2,9 @@
 //! hosts, asks each layer for its resources and prints what happened.
 
 mod cli;
+mod cli_docs;
 mod deploy;
+mod init;
 mod layers;
 mod migrate;
 mod output;
@@ -99,5 +101,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => migrate::migrate(&stack, to, blob_dir.as_deref()).await,
         CommandKind::Sandbox(args) => sandbox_cmd::run(args).await,
+        CommandKind::Init(args) => init::run(&args),
+        CommandKind::Completions { shell } => cli_docs::completions(shell),
+        CommandKind::Man { out } => cli_docs::man(&out),
     }
 }
