@@ -58,12 +58,12 @@ pub enum ServiceState {
     Stopped,
 }
 
-/// The check of every service of a host in one `systemctl show` (one process and one D-Bus
-/// call instead of two per service): `@TAG enabled=` (the unit file state, as `is-enabled`
-/// names it) and `@TAG active=` lines, one block per service in the order given. This is the
-/// manager's view: `systemctl enable` and `disable` keep it current, a link changed by hand
-/// shows once systemd reloads (as systemd itself sees it). Should `show` not answer for every
-/// unit, each is asked with `is-enabled` and `is-active`.
+/// The check of every service of a host in two processes (instead of two per service): one
+/// `systemctl is-enabled` and one `systemctl is-active` for all units, giving `@TAG enabled=`
+/// and `@TAG active=` lines in the order given. `is-enabled` reads the links on disk, so a
+/// unit enabled or disabled without a daemon reload (as the fixes here do) shows as it is;
+/// `systemctl show`'s `UnitFileState` would not. `is-enabled` stops at a unit that does not
+/// exist: then each unit is asked on its own.
 pub(crate) fn batch_check_script(services: &[(String, &Service)]) -> String {
     if services.is_empty() {
         return String::new();
@@ -71,19 +71,19 @@ pub(crate) fn batch_check_script(services: &[(String, &Service)]) -> String {
     let names: Vec<String> = services.iter().map(|(_, s)| quote(&s.name)).collect();
     let names = names.join(" ");
     let tags: Vec<&str> = services.iter().map(|(tag, _)| tag.as_str()).collect();
-    // Counted and split by the shell itself: `systemctl` is the only process.
+    // Counted and paired by the shell itself: `systemctl` is the only process.
     format!(
-        "units=$(systemctl show -p UnitFileState -p ActiveState -- {names} 2>/dev/null) || units=\n\
-         n=0; for l in $units; do case $l in ActiveState=*) n=$((n + 1));; esac; done\n\
-         if [ \"$n\" != {count} ]; then units=$(for u in {names}; do \
-         echo \"UnitFileState=$(systemctl is-enabled \"$u\" 2>/dev/null)\"; \
-         echo \"ActiveState=$(systemctl is-active \"$u\" 2>/dev/null)\"; echo; done); fi\n\
+        "e=$(systemctl is-enabled -- {names} 2>/dev/null)\n\
+         n=0; for l in $e; do n=$((n + 1)); done\n\
+         if [ \"$n\" != {count} ]; then e=$(for u in {names}; do \
+         echo \"E:$(systemctl is-enabled -- \"$u\" 2>/dev/null)\"; done); fi\n\
+         a=$(systemctl is-active -- {names} 2>/dev/null)\n\
          set -- {tags}\n\
-         while IFS= read -r l; do case $l in \
-         '') shift;; \
-         UnitFileState=*) echo \"@$1 enabled=${{l#UnitFileState=}}\";; \
-         ActiveState=*) echo \"@$1 active=${{l#ActiveState=}}\";; \
-         esac; done <<PROVISION_UNITS\n$units\nPROVISION_UNITS\n",
+         while IFS= read -r l; do [ $# -gt 0 ] || break; echo \"@$1 enabled=${{l#E:}}\"; shift; \
+         done <<PROVISION_ENABLED\n$e\nPROVISION_ENABLED\n\
+         set -- {tags}\n\
+         while IFS= read -r l; do [ $# -gt 0 ] || break; echo \"@$1 active=$l\"; shift; \
+         done <<PROVISION_ACTIVE\n$a\nPROVISION_ACTIVE\n",
         count = services.len(),
         tags = tags.join(" "),
     )
