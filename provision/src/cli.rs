@@ -132,6 +132,17 @@ pub enum BlobsCommand {
     /// Copy every blob file to another store, check each copy's sha256, switch the stack file
     /// and the hosts to it, and restart the clients one by one. Interrupted, it resumes; a
     /// copy that differs stops it before the switch. The old store is left as it was.
+    ///
+    /// With RelStorage (`enable_relstorage`) the blobs move between the database (`--to
+    /// local`, alias `database`) and a shared NFS or GlusterFS mount (`shared-blob-dir`; not
+    /// S3): zodbconvert copies the database, blobs included, into a new database on the
+    /// postgres host while the site runs, and the live revision is built with the new
+    /// settings. Then a short write freeze, as every client must change database at once: all
+    /// clients stop, `zodbconvert --incremental` copies what was written meanwhile, every
+    /// blob is checked (count and sha256), the new releases go live, the stack file names the
+    /// new database, and the clients start. The report gives the seconds of the freeze. A
+    /// mismatch restarts the clients on the old database, which is never changed nor
+    /// dropped.
     Migrate {
         #[command(flatten)]
         stack: StackArgs,

@@ -7,6 +7,7 @@ mod deploy;
 mod init;
 mod layers;
 mod migrate;
+mod migrate_relstorage;
 mod output;
 mod run;
 mod sandbox_cmd;

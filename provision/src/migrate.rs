@@ -56,6 +56,11 @@ pub async fn migrate(
 ) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let session = Session::load(args)?;
+    // Hook (RelStorage): its blobs live in the database or a shared directory, and move with
+    // zodbconvert into a new database; see migrate_relstorage.rs.
+    if session.stack.attributes().plone_instances.enable_relstorage {
+        return crate::migrate_relstorage::migrate(session, args, to, blob_dir).await;
+    }
     let from = blobs::store(&session.stack);
     let pending = pending_stack_path(&session.args.stack);
     let text = std::fs::read_to_string(&session.args.stack)
@@ -172,7 +177,7 @@ pub async fn migrate(
 
 /// Where the edited stack waits for the switch: beside the stack file, so that its relative
 /// paths (secrets, repositories) stay right and the rename is atomic.
-fn pending_stack_path(stack: &Path) -> PathBuf {
+pub(crate) fn pending_stack_path(stack: &Path) -> PathBuf {
     let name = stack
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -180,7 +185,7 @@ fn pending_stack_path(stack: &Path) -> PathBuf {
     stack.with_file_name(format!(".{name}.blobs-migrate"))
 }
 
-struct RemoveOnDrop(PathBuf);
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -190,7 +195,7 @@ impl Drop for RemoveOnDrop {
 
 /// The stack file's text with the settings that choose the store set for `to`. Comments and
 /// layout stay as they are.
-fn edit_stack(
+pub(crate) fn edit_stack(
     text: &str,
     session: &Session,
     to: StoreKind,
@@ -295,7 +300,7 @@ fn blobs_table(attributes: &mut toml_edit::Table) -> Option<&mut toml_edit::Tabl
 
 /// Makes the new store ready: the `shared_blobs` servers, the mounts and the store's
 /// directory on the hosts that will use it. Nothing the site uses changes.
-async fn prepare(target: &Session, progress: &StderrProgress) -> anyhow::Result<()> {
+pub(crate) async fn prepare(target: &Session, progress: &StderrProgress) -> anyhow::Result<()> {
     let store = blobs::store(&target.stack);
     let shared_layer = target.stack.attributes().plone_blobs.layer;
     let hosts: Vec<&HostSpec> = target
@@ -365,7 +370,7 @@ async fn prepare(target: &Session, progress: &StderrProgress) -> anyhow::Result<
     Ok(())
 }
 
-async fn connect_one(session: &Session, spec: &HostSpec) -> anyhow::Result<Host> {
+pub(crate) async fn connect_one(session: &Session, spec: &HostSpec) -> anyhow::Result<Host> {
     let (mut connected, failed) =
         crate::run::connect(session, &[spec], &StderrProgress::new()).await?;
     if let Some(report) = failed.first() {
@@ -374,7 +379,7 @@ async fn connect_one(session: &Session, spec: &HostSpec) -> anyhow::Result<Host>
     Ok(connected.remove(0).0)
 }
 
-fn failure(report: &engine::HostReport) -> String {
+pub(crate) fn failure(report: &engine::HostReport) -> String {
     match &report.outcome {
         engine::Outcome::Failed(error) => error.clone(),
         other => format!("{other:?}"),
@@ -382,7 +387,7 @@ fn failure(report: &engine::HostReport) -> String {
 }
 
 /// Runs `script` on `host`; its stdout, or an error naming the host, the step and stderr.
-async fn run(host: &Host, step: &str, command: Command) -> anyhow::Result<String> {
+pub(crate) async fn run(host: &Host, step: &str, command: Command) -> anyhow::Result<String> {
     let output = host
         .exec(command)
         .await
@@ -564,7 +569,7 @@ async fn verify(
 /// Points the blob directory of every host that uses the store at the new store. A blob
 /// directory that is a real directory (the ZEO server's default) is moved aside and kept.
 /// Returns, per host, where a moved-aside directory went.
-async fn switch_links(
+pub(crate) async fn switch_links(
     target: &Session,
     store: &BlobStore,
 ) -> anyhow::Result<std::collections::HashMap<String, String>> {
@@ -619,7 +624,7 @@ async fn switch_links(
     Ok(moved)
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

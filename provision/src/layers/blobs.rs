@@ -28,6 +28,8 @@ pub const S3_SECRET: &str = "s3fs_fuse_s3_secret";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
     /// A directory on the ZEO server's host (`plone_blobs.blob_dir`, else the server's own).
+    /// With RelStorage: back into the database (alias `database`), each host keeping a cache.
+    #[value(alias = "database")]
     Local,
     /// An NFS export of the `shared_blobs` host, mounted by the ZEO server and the clients.
     Nfs,

@@ -14,7 +14,8 @@ use provision_core::template::{TemplateSource, Templates};
 use crate::session::FactsByHost;
 
 pub mod blobs;
-mod database;
+// pub(crate) for migrate_relstorage (the RelStorage settings of a stack).
+pub(crate) mod database;
 pub mod instances;
 mod lb;
 pub mod optional;
