@@ -50,6 +50,17 @@ pub struct StackArgs {
     /// How many Plone clients of a host a rolling restart takes out of HAProxy at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
     pub max_in_flight: u16,
+    /// How many instance hosts may fail a deploy (a count, or a percentage of the instance
+    /// hosts) before the rollout stops. The failed hosts are skipped; once failures exceed
+    /// the limit, every host not switched yet stays on its old release. Default 0: the first
+    /// failure stops the rollout.
+    #[arg(long, default_value = "0", value_name = "N|P%")]
+    pub max_fail: crate::deploy::MaxFail,
+    /// Seconds one command on a host may take before that host is reported as failed
+    /// (default: `[stack.ssh] command_timeout`, 1800). An unreachable or hung host is also
+    /// given up after 3 unanswered SSH keepalives (45 to 60 s).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
     /// Reach the hosts of this stack in the local sandbox (`provision sandbox up`) instead of
     /// their addresses in the stack file.
     #[arg(long)]

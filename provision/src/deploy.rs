@@ -27,6 +27,49 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of a failed client's log in the report.
 const LOG_LINES: u32 = 30;
 
+/// How many instance hosts may fail a deploy before the rollout stops (`--max-fail`, like
+/// Ansible's `max_fail_percentage`): a count `N`, or `P%` of the instance hosts (rounded
+/// down). Default 0: the first failure stops the rollout. Hosts not yet switched when the
+/// limit is crossed stay on their old release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaxFail {
+    #[default]
+    None,
+    Count(usize),
+    Percent(u8),
+}
+
+impl MaxFail {
+    /// How many of `total` hosts may fail with the rollout going on.
+    pub fn allowed(self, total: usize) -> usize {
+        match self {
+            MaxFail::None => 0,
+            MaxFail::Count(n) => n,
+            MaxFail::Percent(p) => total * usize::from(p) / 100,
+        }
+    }
+}
+
+impl std::str::FromStr for MaxFail {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MaxFail, String> {
+        let wrong = || format!("`{text}` is not a number of hosts (N) nor a percentage (P%)");
+        match text.trim().strip_suffix('%') {
+            Some(percent) => match percent.trim().parse::<u8>() {
+                Ok(p) if p <= 100 => Ok(MaxFail::Percent(p)),
+                Ok(_) => Err(format!("`{text}`: a percentage is at most 100%")),
+                Err(_) => Err(wrong()),
+            },
+            None => match text.trim().parse::<usize>() {
+                Ok(0) => Ok(MaxFail::None),
+                Ok(n) => Ok(MaxFail::Count(n)),
+                Err(_) => Err(wrong()),
+            },
+        }
+    }
+}
+
 /// What happened to one instance host.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostDeploy {
@@ -96,16 +139,21 @@ async fn step(
     Ok((report, output))
 }
 
-/// `deploy` (and the deploy part of `up`): build `revision` on every target at once; when
-/// every build succeeded, switch host by host with a rolling restart.
+/// `deploy` (and the deploy part of `up`): build `revision` on every target at once; when no
+/// more builds failed than `--max-fail` allows (`failed_before` hosts, unreachable, count
+/// too), switch host by host with a rolling restart, skipping the failed ones. Once failures
+/// exceed the limit the rollout stops: the hosts not switched yet stay on their old release.
 pub async fn deploy(
     session: &Session,
     targets: &[Target<'_>],
     lbs: &[Host],
     revision: Option<&str>,
+    failed_before: usize,
     templates: &Templates,
     progress: &dyn Progress,
 ) -> anyhow::Result<Vec<HostDeploy>> {
+    let allowed = session.args.max_fail.allowed(targets.len() + failed_before);
+    let mut failures = failed_before;
     let app = instances::app(&session.stack)?;
     let revision = revision
         .map(str::to_string)
@@ -166,15 +214,23 @@ pub async fn deploy(
             }),
         }
     }
-    if reports
+    failures += reports
         .iter()
-        .any(|r| matches!(r.outcome, DeployOutcome::Failed(_)))
-    {
-        // The new releases stay built (unswitched) and will be pruned later.
-        return Ok(reports);
-    }
+        .filter(|r| matches!(r.outcome, DeployOutcome::Failed(_)))
+        .count();
 
     for (target, release) in to_switch {
+        if failures > allowed {
+            // The new releases stay built (unswitched) and will be pruned later.
+            progress.step(
+                target.host.name(),
+                &format!(
+                    "not switched: {failures} of {} instance hosts failed (--max-fail allows {allowed})",
+                    targets.len() + failed_before
+                ),
+            );
+            continue;
+        }
         let name = target.host.name();
         let report = reports
             .iter_mut()
@@ -191,7 +247,8 @@ pub async fn deploy(
         .await
         {
             report.outcome = DeployOutcome::Failed(session.mask(&format!("{error:#}")));
-            return Ok(reports);
+            failures += 1;
+            continue;
         }
         match restart_clients(session, target, lbs, templates, progress).await {
             Ok(()) => {
@@ -208,7 +265,8 @@ pub async fn deploy(
                     .await
                     {
                         report.outcome = DeployOutcome::Failed(session.mask(&format!("{error:#}")));
-                        return Ok(reports);
+                        failures += 1;
+                        continue;
                     }
                 }
                 let prune = scripts::prune_releases(&target.settings, templates)?;
@@ -234,7 +292,7 @@ pub async fn deploy(
                             format!("going back to the previous release failed too: {error:#}"),
                     }
                 )));
-                return Ok(reports);
+                failures += 1;
             }
         }
     }
@@ -513,5 +571,22 @@ fn describe(source: &scripts::Source) -> String {
         scripts::Source::Pushed(tree) => {
             format!("commit {}", &tree.commit[..12.min(tree.commit.len())])
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MaxFail;
+
+    #[test]
+    fn max_fail_is_a_count_or_a_percentage_rounded_down() {
+        assert_eq!("0".parse::<MaxFail>().unwrap().allowed(4), 0);
+        assert_eq!("2".parse::<MaxFail>().unwrap().allowed(4), 2);
+        assert_eq!("50%".parse::<MaxFail>().unwrap().allowed(3), 1);
+        assert_eq!("49%".parse::<MaxFail>().unwrap().allowed(2), 0);
+        assert_eq!("100%".parse::<MaxFail>().unwrap().allowed(7), 7);
+        assert!("101%".parse::<MaxFail>().is_err());
+        assert!("-1".parse::<MaxFail>().is_err());
+        assert!("half".parse::<MaxFail>().unwrap_err().contains("`half`"));
     }
 }

@@ -172,6 +172,7 @@ async fn release_step(
         &targets,
         lbs,
         revision.as_deref(),
+        0,
         templates,
         progress,
     )
@@ -348,7 +349,16 @@ pub async fn release_command(
         .filter(|(h, _)| selected.iter().any(|s| s.name == h.name()))
         .collect();
     let targets = targets(&session, &instance_hosts, &templates)?;
-    if reports.is_empty() {
+    // A deploy goes on without unreachable hosts as far as --max-fail allows; a rollback or a
+    // restart needs them all.
+    let unreachable = reports.len();
+    let go_on = match action {
+        ReleaseAction::Deploy => {
+            unreachable <= session.args.max_fail.allowed(targets.len() + unreachable)
+        }
+        ReleaseAction::Rollback | ReleaseAction::Restart => unreachable == 0,
+    };
+    if go_on {
         let done = match action {
             ReleaseAction::Deploy => {
                 // The units and directories a release needs (a no-op once set up).
@@ -377,9 +387,16 @@ pub async fn release_command(
                     }
                 }
                 if not_set_up.is_empty() {
-                    let mut deployed =
-                        deploy::deploy(&session, &targets, &lbs, revision, &templates, &progress)
-                            .await?;
+                    let mut deployed = deploy::deploy(
+                        &session,
+                        &targets,
+                        &lbs,
+                        revision,
+                        unreachable,
+                        &templates,
+                        &progress,
+                    )
+                    .await?;
                     ensure_clients_running(&session, &targets, &mut deployed, &progress).await;
                     deployed
                 } else {
@@ -395,7 +412,15 @@ pub async fn release_command(
         };
         reports.extend(done);
     } else {
-        eprintln!("provision: not started: every instance host must be reachable for a rollout");
+        eprintln!(
+            "provision: not started: {} instance host(s) unreachable{}",
+            unreachable,
+            match action {
+                ReleaseAction::Deploy => " (more than --max-fail allows)",
+                ReleaseAction::Rollback | ReleaseAction::Restart =>
+                    "; every instance host must be reachable for a rollout",
+            }
+        );
     }
     print_deploys(&reports, args.json);
     if !args.json {

@@ -127,7 +127,11 @@ impl Session {
     }
 
     pub fn command_timeout(&self) -> Duration {
-        Duration::from_secs(self.stack.ssh().command_timeout)
+        Duration::from_secs(
+            self.args
+                .timeout
+                .unwrap_or(self.stack.ssh().command_timeout),
+        )
     }
 
     pub fn mask(&self, text: &str) -> String {

@@ -224,7 +224,7 @@ impl Host {
         let invocation = if command.stdin.is_none() && command.script.len() > INLINE_SCRIPT_MAX {
             Invocation {
                 command_line: format!("{prefix}/bin/sh -s"),
-                stdin: Some(command.script.into_bytes()),
+                stdin: Some(whole_or_nothing(&command.script)),
                 timeout: command.timeout,
             }
         } else {
@@ -308,8 +308,121 @@ pub(crate) fn atomic_write_steps(
 }
 
 fn upload_script(upload: &Upload<'_>) -> String {
+    // stdin ends early when the connection is lost: a short file is never renamed into place.
+    let length = format!("test \"$(wc -c < {{}})\" -eq {}", upload.content.len());
     format!(
         "set -e; umask 077; {}",
-        atomic_write_steps(upload.path, upload.owner, upload.group, upload.mode, None)
+        atomic_write_steps(
+            upload.path,
+            upload.owner,
+            upload.group,
+            upload.mode,
+            Some(&length)
+        )
     )
+}
+
+/// A script for `sh -s` that runs whole or not at all. The shell runs a script from stdin
+/// command by command as it reads it, and when the connection drops, sshd closes that stdin:
+/// the shell would run the part that arrived, and a here-document cut short would still be
+/// written and renamed into place. Inside one `{ ... }` group the shell parses everything
+/// before it runs anything, and a group cut short is a syntax error.
+fn whole_or_nothing(script: &str) -> Vec<u8> {
+    format!("{{\n{script}\n}}\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    use super::{atomic_write_steps, whole_or_nothing};
+
+    /// Feeds `input` to `sh -s` in `dir`; whether it exited 0.
+    fn sh_s(dir: &std::path::Path, input: &[u8]) -> bool {
+        let mut child = Command::new("/bin/sh")
+            .arg("-s")
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait().unwrap().success()
+    }
+
+    #[test]
+    fn a_script_cut_short_on_stdin_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = "a line of the new file\n".repeat(200);
+        let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &content);
+        let target = dir.path().join("conf");
+        std::fs::write(&target, "old\n").unwrap();
+        let target = target.to_str().unwrap();
+        let steps = atomic_write_steps(target, "root", "root", 0o644, None);
+        let script = format!(
+            "touch started\nbase64 -d <<'EOF_MARK' | {{ {steps}; }}\n{encoded}\nEOF_MARK\n"
+        );
+        let whole = whole_or_nothing(&script);
+        // Cut inside the here-document, as a lost connection would.
+        let cut = &whole[..whole.len() / 2];
+        assert!(!sh_s(dir.path(), cut));
+        assert_eq!(std::fs::read_to_string(target).unwrap(), "old\n");
+        assert!(!dir.path().join("started").exists());
+        // Whole, it runs.
+        assert!(sh_s(dir.path(), &whole));
+        assert_eq!(std::fs::read_to_string(target).unwrap(), content);
+        assert!(dir.path().join("started").exists());
+    }
+
+    #[test]
+    fn an_upload_cut_short_is_not_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("secret");
+        std::fs::write(&target, "old\n").unwrap();
+        let path = target.to_str().unwrap();
+        let (user, group) = (whoami(), whoami_group());
+        let upload = super::Upload {
+            path,
+            content: b"the whole new content\n",
+            owner: &user,
+            group: &group,
+            mode: 0o600,
+        };
+        let script = super::upload_script(&upload);
+        let run = |stdin: &[u8]| {
+            let mut child = Command::new("/bin/sh")
+                .args(["-c", &script])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(stdin).unwrap();
+            child.wait().unwrap().success()
+        };
+        assert!(!run(b"the whole"));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "old\n");
+        assert!(run(upload.content));
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "the whole new content\n"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".provision."))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    fn whoami() -> String {
+        let out = Command::new("id").arg("-un").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn whoami_group() -> String {
+        let out = Command::new("id").arg("-gn").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
 }

@@ -531,7 +531,20 @@ impl SshTransport {
     }
 
     pub(crate) async fn run(&self, invocation: Invocation) -> Result<Output, HostError> {
-        let (channel, permit) = self.open_channel().await?;
+        let timed_out = |limit: Duration| HostError::Timeout {
+            host: self.name.clone(),
+            seconds: limit.as_secs_f64().ceil() as u64,
+        };
+        // The bound covers opening the channel too: a hung host never confirms it.
+        let deadline = invocation
+            .timeout
+            .map(|limit| tokio::time::Instant::now() + limit);
+        let (channel, permit) = match (deadline, invocation.timeout) {
+            (Some(deadline), Some(limit)) => tokio::time::timeout_at(deadline, self.open_channel())
+                .await
+                .map_err(|_| timed_out(limit))??,
+            _ => self.open_channel().await?,
+        };
         let (reader, writer) = channel.split();
         // From here on the channel is closed on every path, even if our caller drops us.
         let mut slot = ChannelSlot {
@@ -584,9 +597,9 @@ impl SshTransport {
                     ReadOutcome::Lost => Err(self.disconnected("the connection ended mid-command")),
                 }
             };
-            match timeout {
+            match deadline {
                 None => Some(work.await),
-                Some(limit) => tokio::time::timeout(limit, work).await.ok(),
+                Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
             }
         };
         match finished {
@@ -596,11 +609,7 @@ impl SshTransport {
             }
             None => {
                 slot.abandon();
-                let limit = timeout.unwrap_or_default();
-                Err(HostError::Timeout {
-                    host: self.name.clone(),
-                    seconds: limit.as_secs_f64().ceil() as u64,
-                })
+                Err(timed_out(timeout.unwrap_or_default()))
             }
         }
     }
