@@ -161,7 +161,11 @@ pub enum BlobsCommand {
         #[arg(long, value_enum)]
         to: crate::layers::blobs::StoreKind,
         /// The directory of the new store (`plone_blobs.blob_dir`) for `local` and `s3`.
-        /// Default: the ZEO server's own for `local`, `<mount path>/blobstorage` for `s3`.
+        /// Default for `local`: the ZEO server's own, or /var/lib/zeo/blobstorage-local when
+        /// that path links to the store the blobs leave; for `s3`: `<mount path>/blobstorage`.
+        /// Clients on other hosts than the ZEO server's then get their blobs through ZEO
+        /// (`plone_instances.shared_blobs = false`, set first); moving to a shared store sets
+        /// it back to true.
         #[arg(long, value_name = "DIR")]
         blob_dir: Option<String>,
     },

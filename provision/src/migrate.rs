@@ -66,6 +66,7 @@ pub async fn migrate(
     let text = std::fs::read_to_string(&session.args.stack)
         .with_context(|| format!("reading {}", session.args.stack.display()))?;
     let edited = edit_stack(&text, &session, to, blob_dir)?;
+    let edited = share_with_clients(&edited, &session, to)?;
     std::fs::write(&pending, &edited).with_context(|| format!("writing {}", pending.display()))?;
     // Removed unless the switch renames it over the stack file.
     let pending_guard = RemoveOnDrop(pending.clone());
@@ -77,6 +78,21 @@ pub async fn migrate(
         ))
     })?;
     let to_store = blobs::store(&target.stack);
+    if to_store == from && edited != text {
+        // Only the clients change: they share the store now (ZEO serves it meanwhile).
+        std::fs::rename(&pending, &session.args.stack)
+            .with_context(|| format!("switching {}", session.args.stack.display()))?;
+        std::mem::forget(pending_guard);
+        let mut up_args = args.clone();
+        up_args.hosts.clear();
+        up_args.layers.clear();
+        converge_and_restart(&up_args, &session).await?;
+        crate::out!(
+            "the clients now read and write the blobs in {to} ({}) themselves",
+            from.dir
+        );
+        return Ok(ExitCode::from(EXIT_OK));
+    }
     if to_store == from {
         crate::out!(
             "the blobs are already in {to} ({}); nothing to do",
@@ -107,6 +123,10 @@ pub async fn migrate(
     );
 
     let progress = StderrProgress::new();
+    let mut up_args = args.clone();
+    up_args.hosts.clear();
+    up_args.layers.clear();
+    stop_sharing_first(&session, &target, &text, &up_args).await?;
     prepare(&target, &progress).await?;
 
     let host = connect_one(&session, zeo_host).await?;
@@ -114,7 +134,18 @@ pub async fn migrate(
     let source = format!("{link}/");
     let files = list(&host, &source).await?;
     let present = list(&host, &to_store.dir).await?;
-    let (copied, bytes) = copy(&host, &source, &to_store.dir, &files, &present, &progress).await?;
+    let (user, group) = blobs::blob_owner(&target.stack);
+    let owner = (user.as_str(), group.as_str());
+    let (copied, bytes) = copy(
+        &host,
+        &source,
+        &to_store.dir,
+        &files,
+        &present,
+        owner,
+        &progress,
+    )
+    .await?;
     verify(&host, &source, &to_store.dir, &files, &progress).await?;
 
     // The switch. From here the stack file says where the blobs are.
@@ -142,24 +173,19 @@ pub async fn migrate(
         &to_store.dir,
         &late,
         &now_present,
+        owner,
         &progress,
     )
     .await?;
     host.close().await;
 
-    let mut up_args = args.clone();
-    up_args.hosts.clear();
-    up_args.layers.clear();
-    let code = crate::run::converge(&up_args, &[Phase::Setup, Phase::Configure], false).await?;
-    if code != ExitCode::from(EXIT_OK) {
-        bail!(
-            "the blobs are in {to} and the stack file says so, but converging the hosts failed \
-             (see above); fix the cause and run `provision up`"
-        );
-    }
-    if !session.stack.hosts_with(Layer::PloneInstances).is_empty() {
-        crate::run::release_command(&up_args, crate::run::ReleaseAction::Restart, None).await?;
-    }
+    converge_and_restart(&up_args, &session)
+        .await
+        .with_context(|| {
+            format!(
+                "the blobs are in {to} and the stack file says so, but the hosts did not follow"
+            )
+        })?;
     crate::out!(
         "moved {} blob files ({}) from {} to {} in {:.1} s: {copied} copied now, {} were already \
          there, {caught_up} written during the switch caught up, every copy checked by sha256; \
@@ -175,14 +201,127 @@ pub async fn migrate(
     Ok(ExitCode::from(EXIT_OK))
 }
 
+/// The stack text with `plone_instances.shared_blobs` set for a ZEO server's store in `to`:
+/// clients share NFS, GlusterFS and S3 stores; a local directory only on the ZEO server's own
+/// host, so clients elsewhere then get their blobs through ZEO (`shared-blob off`).
+fn share_with_clients(text: &str, session: &Session, to: StoreKind) -> anyhow::Result<String> {
+    let stack = &session.stack;
+    let instances = stack.hosts_with(Layer::PloneInstances);
+    if instances.is_empty() {
+        return Ok(text.to_string());
+    }
+    let zeo = stack.zeo_address().map(|a| a.host.clone());
+    let shared = match to {
+        StoreKind::Local => instances
+            .iter()
+            .all(|h| zeo.as_deref() == Some(h.service_address())),
+        StoreKind::Nfs | StoreKind::Glusterfs | StoreKind::S3 => true,
+    };
+    if stack.attributes().plone_instances.shared_blobs == shared {
+        return Ok(text.to_string());
+    }
+    set_shared_blobs(text, shared)
+}
+
+/// The stack text with `plone_instances.shared_blobs = on`; comments and layout kept.
+fn set_shared_blobs(text: &str, on: bool) -> anyhow::Result<String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().context("parsing the stack file")?;
+    let attributes = doc
+        .entry("attributes")
+        .or_insert(toml_edit::table())
+        .as_table_mut()
+        .context("`attributes` in the stack file is not a table")?;
+    attributes.set_implicit(true);
+    let table = attributes
+        .entry("plone_instances")
+        .or_insert(toml_edit::table())
+        .as_table_mut()
+        .context("`attributes.plone_instances` in the stack file is not a table")?;
+    table["shared_blobs"] = toml_edit::value(on);
+    Ok(doc.to_string())
+}
+
+/// Clients that share the old store but will not see the new one (a local directory on
+/// another host) first switch to blobs through ZEO, with a converge and a rolling restart:
+/// a client still writing into the old store after the server moved would lose its blob.
+/// The stack file says so from then on, which is a valid stack on its own (a killed run
+/// resumes from it).
+async fn stop_sharing_first(
+    session: &Session,
+    target: &Session,
+    text: &str,
+    up_args: &StackArgs,
+) -> anyhow::Result<()> {
+    let leaving: Vec<&str> = session
+        .stack
+        .hosts_with(Layer::PloneInstances)
+        .into_iter()
+        .filter(|h| {
+            blobs::uses_store(&session.stack, h)
+                && target
+                    .stack
+                    .host(&h.name)
+                    .is_some_and(|t| !blobs::uses_store(&target.stack, t))
+        })
+        .map(|h| h.name.as_str())
+        .collect();
+    if leaving.is_empty() {
+        return Ok(());
+    }
+    crate::out!(
+        "first, the clients of {} get their blobs through ZEO (plone_instances.shared_blobs = \
+         false): the new store is not shared with them",
+        leaving.join(", ")
+    );
+    let step = session
+        .args
+        .stack
+        .with_file_name(format!(".{}.blobs-clients", file_name(&session.args.stack)));
+    std::fs::write(&step, set_shared_blobs(text, false)?)
+        .with_context(|| format!("writing {}", step.display()))?;
+    let guard = RemoveOnDrop(step.clone());
+    let mut step_args = session.args.clone();
+    step_args.stack = step.clone();
+    Session::load(&step_args).map_err(|e| {
+        BadInput(format!(
+            "the stack with blobs through ZEO is not valid: {e:#}\nNothing was changed."
+        ))
+    })?;
+    std::fs::rename(&step, &session.args.stack)
+        .with_context(|| format!("switching {}", session.args.stack.display()))?;
+    std::mem::forget(guard);
+    converge_and_restart(up_args, session).await.context(
+        "the stack file now has plone_instances.shared_blobs = false, but the hosts did not \
+         follow; the blobs were not moved",
+    )
+}
+
+/// `setup` + `configure` of every host, then a rolling restart of the clients.
+async fn converge_and_restart(up_args: &StackArgs, session: &Session) -> anyhow::Result<()> {
+    let code = crate::run::converge(up_args, &[Phase::Setup, Phase::Configure], false).await?;
+    if code != ExitCode::from(EXIT_OK) {
+        bail!("converging the hosts failed (see above); fix the cause and run `provision up`");
+    }
+    if !session.stack.hosts_with(Layer::PloneInstances).is_empty() {
+        let code =
+            crate::run::release_command(up_args, crate::run::ReleaseAction::Restart, None).await?;
+        if code != ExitCode::from(EXIT_OK) {
+            bail!("the rolling restart failed (see above)");
+        }
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stack.toml".to_string())
+}
+
 /// Where the edited stack waits for the switch: beside the stack file, so that its relative
 /// paths (secrets, repositories) stay right and the rename is atomic.
 pub(crate) fn pending_stack_path(stack: &Path) -> PathBuf {
-    let name = stack
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "stack.toml".to_string());
-    stack.with_file_name(format!(".{name}.blobs-migrate"))
+    stack.with_file_name(format!(".{}.blobs-migrate", file_name(stack)))
 }
 
 pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
@@ -248,6 +387,13 @@ pub(crate) fn edit_stack(
             if let Some(table) = blobs_table(attributes) {
                 match blob_dir {
                     Some(dir) => table["blob_dir"] = toml_edit::value(dir),
+                    // The ZEO server's own path links to the store the blobs leave: they need
+                    // a directory of their own, which the stack file then names.
+                    None if has(Layer::Zeoserver)
+                        && blobs::store(stack).dir != blobs::zeo_blob_path() =>
+                    {
+                        table["blob_dir"] = toml_edit::value(blobs::LOCAL_STORE);
+                    }
                     None => {
                         table.remove("blob_dir");
                     }
@@ -343,12 +489,11 @@ pub(crate) async fn prepare(target: &Session, progress: &StderrProgress) -> anyh
             resources.extend(blobs::resources(&context, phase, &templates)?);
         }
         if blobs::uses_store(&target.stack, spec) {
-            resources.push(
-                Directory::new(store.dir.clone())
-                    .owner(&user, &group)
-                    .mode(0o700)
-                    .into(),
-            );
+            // `tmp` too: the running server (and clients sharing the store) write new blobs
+            // there first, and ZODB makes it only when a storage opens.
+            for dir in [store.dir.clone(), format!("{}/tmp", store.dir)] {
+                resources.push(Directory::new(dir).owner(&user, &group).mode(0o700).into());
+            }
         }
         work.push((host.clone(), resources));
     }
@@ -447,6 +592,7 @@ async fn copy(
     to: &str,
     files: &[BlobFile],
     present: &[BlobFile],
+    owner: (&str, &str),
     progress: &StderrProgress,
 ) -> anyhow::Result<(usize, u64)> {
     use provision_core::engine::Progress as _;
@@ -461,20 +607,21 @@ async fn copy(
     }
     let total_bytes: u64 = missing.iter().map(|f| f.size).sum();
     // As root: s3fs checks a non-root caller against metadata it may not have cached yet for
-    // a directory just made. Each new directory and file takes its original's owner and mode
-    // (ZODB's are the app's, 0700). s3fs changes metadata by rewriting the object and may not
+    // a directory just made. Each new directory and file belongs to the store's owner (the
+    // server's user may change with the store) and takes its original's mode (ZODB's: 0700). s3fs changes metadata by rewriting the object and may not
     // see it for a moment: those steps are retried. A file cut short has the wrong size, so
     // the next run copies it again (and the sha256 check would catch anything else).
     let script = format!(
         "cd {from} && umask 077 && D={to}\n\
          again() {{ \"$@\" || {{ sleep 0.3; \"$@\"; }} || {{ sleep 1; \"$@\"; }}; }}\n\
-         same() {{ again chown --reference=\"$1\" \"$2\" && again chmod --reference=\"$1\" \"$2\"; }}\n\
+         same() {{ again chown {owner} \"$2\" && again chmod --reference=\"$1\" \"$2\"; }}\n\
          mkd() {{ [ -d \"$1\" ] && return 0; mkd \"${{1%/*}}\" || return 1; \
          if mkdir \"$1\" 2>/dev/null; then same \"./${{1#\"$D\"/}}\" \"$1\"; else again test -d \"$1\"; fi; }}\n\
          while IFS= read -r f; do d=\"$D/$f\"; mkd \"${{d%/*}}\" || exit 1; \
          again cp -- \"$f\" \"$d\" && same \"$f\" \"$d\" || exit 1; done",
         from = quote(from),
-        to = quote(to.trim_end_matches('/'))
+        to = quote(to.trim_end_matches('/')),
+        owner = quote(&format!("{}:{}", owner.0, owner.1)),
     );
     let mut done = 0;
     let mut bytes = 0;

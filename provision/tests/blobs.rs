@@ -75,6 +75,21 @@ while not os.path.exists("/srv/blobtest/stop"):
 save()
 "#;
 
+/// Commits one more blob through ZEO.
+const WRITE_PY: &str = r#"
+import transaction, ZEO
+from ZODB.blob import Blob
+
+db = ZEO.DB(("ADDRESS", 8001), blob_dir="/var/lib/zeo/blobstorage", shared_blob_dir=True)
+root = db.open().root()
+blob = Blob()
+with blob.open("w") as f:
+    f.write(b"written after the move")
+root["after"] = blob
+transaction.commit()
+db.close()
+"#;
+
 fn stack(hosts: &Hosts, endpoint: &str) -> String {
     let address = |name: &str| hosts.host(name).address().to_string();
     format!(
@@ -223,6 +238,26 @@ fn blobs_move_local_to_s3_to_glusterfs_while_a_client_reads_them() {
         "find /srv/gluster-exports/brick/blobstorage -name '*.blob' | wc -l",
     );
     assert_eq!(replicated.trim(), BLOBS.to_string(), "db2's brick");
+
+    // The server writes new blobs into the new store (it was not restarted).
+    sh(
+        &hosts,
+        "db1",
+        &format!(
+            "cat > {DIR}/write.py <<'PY'\n{}PY\nrunuser -u zeo -- {PYTHON} {DIR}/write.py",
+            python(WRITE_PY)
+        ),
+    );
+    assert_eq!(
+        sh(
+            &hosts,
+            "db2",
+            "find /srv/gluster-exports/brick/blobstorage -name '*.blob' | wc -l"
+        )
+        .trim(),
+        (BLOBS + 1).to_string(),
+        "the new blob on db2's brick"
+    );
 
     // Let the reader make one more full pass on the new store, then stop it.
     let reads_now = stats()["reads"].as_u64().unwrap();
@@ -470,4 +505,77 @@ fn a_blob_uploaded_through_a_client_on_one_host_is_served_by_a_client_on_another
     );
     let shown = format!("{}{}", text(&up.stdout), text(&up.stderr));
     assert!(!shown.contains(S3_SECRET), "the secret key was printed");
+
+    // To a directory on db1: the clients of app1 and app2 cannot share it, so they first
+    // switch to blobs through ZEO, and keep serving the file.
+    let to_local = provision(
+        dir.path(),
+        &["blobs", "migrate", "--to", "local", "--sandbox"],
+        &secrets,
+    );
+    ok(&to_local);
+    let stack_now = std::fs::read_to_string(dir.path().join("stack.toml")).unwrap();
+    assert!(
+        stack_now.contains("shared_blobs = false")
+            && stack_now.contains("blob_dir = \"/var/lib/zeo/blobstorage-local\""),
+        "{stack_now}"
+    );
+    assert_eq!(
+        sh(&hosts, "db1", "readlink /var/lib/zeo/blobstorage").trim(),
+        "/var/lib/zeo/blobstorage-local"
+    );
+    let (status, served) = http(&app2, "GET", "/shared-file", b"");
+    assert_eq!(status, 200);
+    assert!(
+        served == content,
+        "app2 served {} other bytes",
+        served.len()
+    );
+    // A new upload through ZEO, served by the other host.
+    let second: Vec<u8> = content.iter().rev().copied().collect();
+    let (status, _) = http(&app2, "PUT", "/shared-file", &second);
+    assert!(
+        status == 204 || status == 200,
+        "PUT on app2: {status}\n{}\n{}",
+        sh(
+            &hosts,
+            "app2",
+            "tail -n 40 /srv/www/site/shared/var/log/*.log || true"
+        ),
+        sh(
+            &hosts,
+            "db1",
+            "tail -n 60 /var/log/zeo/zeoserver.log; ls -la /var/lib/zeo /var/lib/zeo/blobstorage-local; true"
+        )
+    );
+    let (status, served) = http(&app1, "GET", "/shared-file", b"");
+    assert_eq!(status, 200);
+    assert!(served == second, "app1 served {} other bytes", served.len());
+
+    // And back to the bucket: the clients share it again.
+    let to_s3 = provision(
+        dir.path(),
+        &["blobs", "migrate", "--to", "s3", "--sandbox"],
+        &secrets,
+    );
+    ok(&to_s3);
+    let stack_now = std::fs::read_to_string(dir.path().join("stack.toml")).unwrap();
+    assert!(stack_now.contains("shared_blobs = true"), "{stack_now}");
+    assert_eq!(
+        sh(
+            &hosts,
+            "app1",
+            "readlink /srv/www/site/shared/var/blobstorage"
+        )
+        .trim(),
+        "/mnt/s3/blobs/blobstorage"
+    );
+    let (status, served) = http(&app1, "GET", "/shared-file", b"");
+    assert_eq!(status, 200);
+    assert!(served == second, "app1 served {} other bytes", served.len());
+    let plan = provision(dir.path(), &["plan", "--sandbox", "--json"], &secrets);
+    ok(&plan);
+    for host in json(&plan)["hosts"].as_array().unwrap() {
+        assert_eq!(host["changes"], serde_json::json!([]), "{host}");
+    }
 }

@@ -20,6 +20,10 @@ use super::{HostContext, bind_address};
 /// Where NFS and GlusterFS are mounted (the cookbook's `<ephemeral or /mnt>/shared/blobs`).
 pub const SHARED_MOUNT: &str = "/mnt/shared/blobs";
 
+/// Where `blobs migrate --to local` puts the blobs when the ZEO server's own blob path is a
+/// link to the store they leave.
+pub const LOCAL_STORE: &str = "/var/lib/zeo/blobstorage-local";
+
 /// The secrets with the keys of `s3fs_fuse`.
 pub const S3_KEY: &str = "s3fs_fuse_s3_key";
 pub const S3_SECRET: &str = "s3fs_fuse_s3_secret";
@@ -188,19 +192,17 @@ pub fn s3_mounts(stack: &Stack) -> anyhow::Result<Vec<S3fsMount>> {
         .collect()
 }
 
-/// The user and group that own the blob files: the app's when its clients share them (the
-/// ZEO server then runs as that user too: ZODB makes blob directories 0700), else the ZEO
-/// server's own.
+/// The user and group that own the blob files: the app's when the stack has Plone clients
+/// (the ZEO server then runs as that user too: ZODB makes blob directories 0700, and clients
+/// that share the store write into them), else the ZEO server's own. It does not depend on
+/// whether the clients share the store, so that switching them between a shared store and
+/// blobs served by ZEO changes no owner.
 pub fn blob_owner(stack: &Stack) -> (String, String) {
-    let shared = stack
-        .hosts_with(Layer::PloneInstances)
-        .into_iter()
-        .any(|host| uses_store(stack, host));
-    if shared {
-        owner(stack)
-    } else {
+    if stack.hosts_with(Layer::PloneInstances).is_empty() {
         let zeo = provision_zeo::zeoserver::ZeoServerSettings::new([127, 0, 0, 1].into());
         (zeo.user, zeo.group)
+    } else {
+        owner(stack)
     }
 }
 

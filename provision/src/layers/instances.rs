@@ -46,10 +46,16 @@ pub fn settings(
     let deploy_to = app.deploy_to.display().to_string();
     let var = format!("{deploy_to}/shared/var");
     // The clients name their blob directory by this stable path; when they share the blob
-    // store it links there (see layers::blobs).
-    let blob_dir = format!("{var}/blobstorage");
+    // store it links there (see layers::blobs). Clients that get their blobs through ZEO keep
+    // a cache elsewhere: ZEO prunes a cache, and a link left from sharing would point it at
+    // the store itself.
     let shares_store = super::blobs::uses_store(stack, host);
     check_blob_sharing(stack, host, shares_store)?;
+    let blob_dir = if shares_store || pi.enable_relstorage {
+        format!("{var}/blobstorage")
+    } else {
+        format!("{var}/blobcache")
+    };
 
     let clients = stack
         .clients_of(host, Some(cpus))
