@@ -10,8 +10,9 @@ use std::net::IpAddr;
 
 use provision_core::phase::Phase;
 use provision_core::resource::{
-    Directory, File, Group, Packages, Resource, Service, Symlink, Timer, Unit, User,
+    Directory, File, Group, Packages, Resource, Script, Service, Symlink, Timer, Unit, User,
 };
+use provision_core::shell::quote;
 use provision_core::template::Templates;
 use serde::Serialize;
 
@@ -398,6 +399,26 @@ pub fn restore_script(
     Ok(templates.render("zeo/zeo-restore.sh.j2", &backup_context(settings))?)
 }
 
+/// An empty `Data.fs` before the server's first start. FileStorage, when it has to create its
+/// file, first removes the whole blob directory (`remove_committed_dir`): that fails on the
+/// directory this layer made (its parent is root's) or on a link to a store, so the first
+/// start crashed, and on a store holding blobs (a restore, a lost `Data.fs`) it would delete
+/// them. Made without a blob directory, as the server's user.
+fn empty_filestorage(settings: &ZeoServerSettings) -> Script {
+    let data_fs = quote(&settings.data_fs());
+    Script::new(
+        "zeo-filestorage",
+        &format!("create an empty {}", settings.data_fs()),
+        &format!("test -e {data_fs}"),
+        &format!(
+            "runuser -u {user} -- {python} -c 'import sys; from ZODB.FileStorage import \
+             FileStorage; FileStorage(sys.argv[1]).close()' {data_fs}",
+            user = quote(&settings.user),
+            python = quote(&format!("{}/bin/python", settings.venv)),
+        ),
+    )
+}
+
 /// The check a new `zeo.conf` must pass before it replaces the live one (`{}` is its path):
 /// ZConfig loads it against runzeo's schema. Loading makes no side effects: realizing the
 /// options (`ZEOOptions().realize`) would open the log file as root, and the server, running
@@ -547,6 +568,7 @@ pub fn resources(
                 );
                 resources.push(File::new(backup_s3::SCRIPT, script).mode(0o755).into());
             }
+            resources.push(empty_filestorage(settings).into());
             let mut service = Service::running(SERVICE);
             for id in restart_on {
                 service = service.restart_on(id);
