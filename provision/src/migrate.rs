@@ -69,7 +69,7 @@ pub async fn migrate(
     let edited = share_with_clients(&edited, &session, to)?;
     std::fs::write(&pending, &edited).with_context(|| format!("writing {}", pending.display()))?;
     // Removed unless the switch renames it over the stack file.
-    let pending_guard = RemoveOnDrop(pending.clone());
+    let pending_guard = PendingStack::new(pending.clone(), &session.args.stack);
     let mut target_args = args.clone();
     target_args.stack = pending.clone();
     let target = Session::load(&target_args).map_err(|e| {
@@ -80,9 +80,7 @@ pub async fn migrate(
     let to_store = blobs::store(&target.stack);
     if to_store == from && edited != text {
         // Only the clients change: they share the store now (ZEO serves it meanwhile).
-        std::fs::rename(&pending, &session.args.stack)
-            .with_context(|| format!("switching {}", session.args.stack.display()))?;
-        std::mem::forget(pending_guard);
+        pending_guard.switch()?;
         let mut up_args = args.clone();
         up_args.hosts.clear();
         up_args.layers.clear();
@@ -150,14 +148,7 @@ pub async fn migrate(
 
     // The switch. From here the stack file says where the blobs are.
     let old_dir = resolve(&host, &link).await?;
-    std::fs::rename(&pending, &session.args.stack).with_context(|| {
-        format!(
-            "switching {}: renaming {} over it",
-            session.args.stack.display(),
-            pending.display()
-        )
-    })?;
-    std::mem::forget(pending_guard);
+    pending_guard.switch()?;
     crate::out!(
         "{} now keeps the blobs in {to}",
         session.args.stack.display()
@@ -279,7 +270,7 @@ async fn stop_sharing_first(
         .with_file_name(format!(".{}.blobs-clients", file_name(&session.args.stack)));
     std::fs::write(&step, set_shared_blobs(text, false)?)
         .with_context(|| format!("writing {}", step.display()))?;
-    let guard = RemoveOnDrop(step.clone());
+    let guard = PendingStack::new(step.clone(), &session.args.stack);
     let mut step_args = session.args.clone();
     step_args.stack = step.clone();
     Session::load(&step_args).map_err(|e| {
@@ -287,9 +278,7 @@ async fn stop_sharing_first(
             "the stack with blobs through ZEO is not valid: {e:#}\nNothing was changed."
         ))
     })?;
-    std::fs::rename(&step, &session.args.stack)
-        .with_context(|| format!("switching {}", session.args.stack.display()))?;
-    std::mem::forget(guard);
+    guard.switch()?;
     converge_and_restart(up_args, session).await.context(
         "the stack file now has plone_instances.shared_blobs = false, but the hosts did not \
          follow; the blobs were not moved",
@@ -324,11 +313,38 @@ pub(crate) fn pending_stack_path(stack: &Path) -> PathBuf {
     stack.with_file_name(format!(".{}.blobs-migrate", file_name(stack)))
 }
 
-pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
+/// An edited stack file beside the real one, removed unless [`PendingStack::switch`]
+/// renames it over the stack file.
+pub(crate) struct PendingStack {
+    path: PathBuf,
+    stack: PathBuf,
+}
 
-impl Drop for RemoveOnDrop {
+impl PendingStack {
+    pub(crate) fn new(path: PathBuf, stack: &Path) -> PendingStack {
+        PendingStack {
+            path,
+            stack: stack.to_path_buf(),
+        }
+    }
+
+    /// Renames it over the stack file (atomic: beside it): from here the stack says so.
+    pub(crate) fn switch(self) -> anyhow::Result<()> {
+        std::fs::rename(&self.path, &self.stack).with_context(|| {
+            format!(
+                "switching {}: renaming {} over it",
+                self.stack.display(),
+                self.path.display()
+            )
+        })?;
+        std::mem::forget(self);
+        Ok(())
+    }
+}
+
+impl Drop for PendingStack {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -38,7 +38,7 @@ use crate::cli::StackArgs;
 use crate::layers::blobs::{self, StoreKind};
 use crate::layers::{self, database};
 use crate::migrate::{
-    RemoveOnDrop, connect_one, edit_stack, failure, human_bytes, pending_stack_path, prepare, run,
+    PendingStack, connect_one, edit_stack, failure, human_bytes, pending_stack_path, prepare, run,
     switch_links,
 };
 use crate::session::{Session, StderrProgress};
@@ -348,7 +348,7 @@ pub async fn migrate(
     let edited = edit_stack(&text, &session, to, None)?;
     let edited = set_database(&edited, &new_db, want != Where::Database)?;
     std::fs::write(&pending, &edited).with_context(|| format!("writing {}", pending.display()))?;
-    let pending_guard = RemoveOnDrop(pending.clone());
+    let pending_guard = PendingStack::new(pending.clone(), &session.args.stack);
     let mut target_args = args.clone();
     target_args.stack = pending.clone();
     let target = Session::load(&target_args).map_err(|e| {
@@ -514,14 +514,7 @@ pub async fn migrate(
     }
 
     // The switch. From here the stack file names the new database.
-    std::fs::rename(&pending, &session.args.stack).with_context(|| {
-        format!(
-            "switching {}: renaming {} over it",
-            session.args.stack.display(),
-            pending.display()
-        )
-    })?;
-    std::mem::forget(pending_guard);
+    pending_guard.switch()?;
     crate::out!(
         "{} now names database {new_db}, blobs in {want}",
         session.args.stack.display()

@@ -319,54 +319,23 @@ class BlobFile(SimpleItem):
 
 /// The test's copy of the Zope example, with the blob file egg, as a git repository.
 fn zope_app_with_blob_files(dir: &std::path::Path) -> std::path::PathBuf {
-    let repo = dir.join("site");
-    let example =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/zope-buildout");
-    let run = |program: &str, args: &[&str]| {
-        let out = Command::new(program)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{program} {args:?}: {}",
-            text(&out.stderr)
-        );
-    };
-    run(
-        "cp",
-        &["-r", example.to_str().unwrap(), repo.to_str().unwrap()],
-    );
-    std::fs::create_dir_all(repo.join("src/blobfile")).unwrap();
-    std::fs::write(repo.join("src/blobfile/blobfile.py"), BLOBFILE_PY).unwrap();
-    std::fs::write(
-        repo.join("src/blobfile/setup.py"),
-        "from setuptools import setup\n\nsetup(name=\"blobfile\", version=\"1.0\", py_modules=[\"blobfile\"])\n",
+    zope_example_repository(
+        dir,
+        &[
+            ("src/blobfile/blobfile.py", BLOBFILE_PY),
+            (
+                "src/blobfile/setup.py",
+                "from setuptools import setup\n\n\
+                 setup(name=\"blobfile\", version=\"1.0\", py_modules=[\"blobfile\"])\n",
+            ),
+            (
+                "cfg/blobfile.cfg",
+                "[buildout]\nextends = base.cfg\ndevelop = src/blobfile\n\n\
+                 [client1]\neggs += blobfile\n",
+            ),
+        ],
+        "the Zope example with blob files",
     )
-    .unwrap();
-    std::fs::write(
-        repo.join("cfg/blobfile.cfg"),
-        "[buildout]\nextends = base.cfg\ndevelop = src/blobfile\n\n[client1]\neggs += blobfile\n",
-    )
-    .unwrap();
-    let repo_path = repo.to_str().unwrap();
-    let git = |args: &[&str]| {
-        let mut all = vec![
-            "-C",
-            repo_path,
-            "-c",
-            "user.email=ci@example.org",
-            "-c",
-            "user.name=ci",
-        ];
-        all.extend_from_slice(args);
-        run("git", &all);
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "the Zope example with blob files"]);
-    repo
 }
 
 /// One HTTP/1.0 request from the controller: (status, body).

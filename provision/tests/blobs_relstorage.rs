@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -65,45 +64,17 @@ print("read %d" % len(manifest))
 /// The Zope example app with RelStorage in its client (`cfg/relstorage.cfg`, which
 /// `plone_instances.relstorage.config` names), as a git repository beside the stack.
 fn zope_app_with_relstorage(dir: &Path) -> PathBuf {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/zope-buildout");
-    let repo = dir.join("site");
-    let run = |program: &str, args: &[&str]| {
-        let out = Command::new(program).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{program} {args:?}: {}",
-            text(&out.stderr)
-        );
-    };
-    run(
-        "cp",
-        &["-r", example.to_str().unwrap(), repo.to_str().unwrap()],
-    );
-    std::fs::write(
-        repo.join("cfg/relstorage.cfg"),
-        "# RelStorage with psycopg2 for the clients; its dependencies as pip picks them.\n\
-         [buildout]\nallow-picked-versions = true\n\n\
-         [versions]\nRelStorage = 4.3.0\n\n\
-         [client1]\neggs += RelStorage[postgresql]\nzeo-client = off\n",
+    zope_example_repository(
+        dir,
+        &[(
+            "cfg/relstorage.cfg",
+            "# RelStorage with psycopg2 for the clients; its dependencies as pip picks them.\n\
+             [buildout]\nallow-picked-versions = true\n\n\
+             [versions]\nRelStorage = 4.3.0\n\n\
+             [client1]\neggs += RelStorage[postgresql]\nzeo-client = off\n",
+        )],
+        "the Zope example with RelStorage",
     )
-    .unwrap();
-    let repo_path = repo.to_str().unwrap();
-    let git = |args: &[&str]| {
-        let mut all = vec![
-            "-C",
-            repo_path,
-            "-c",
-            "user.email=ci@example.org",
-            "-c",
-            "user.name=ci",
-        ];
-        all.extend_from_slice(args);
-        run("git", &all);
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "the Zope example with RelStorage"]);
-    repo
 }
 
 fn stack(hosts: &Hosts) -> String {

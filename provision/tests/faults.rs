@@ -10,13 +10,13 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{sh, text, write_stack};
+use common::{commit, sh, text, write_stack, zope_example_repository};
 use provision_sandbox::fixture;
 
 const SECRET: (&str, &str) = ("PROVISION_SECRET_HAPROXY_STATS_PASSWORD", "st4ts-Secret");
@@ -144,39 +144,6 @@ fn run(dir: &Path, args: &[&str], limit: Duration) -> Finished {
     spawn(dir, args).finish(limit)
 }
 
-fn git(repo: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.email=ci@example.org", "-c", "user.name=ci"])
-        .args(args)
-        .current_dir(repo)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-}
-
-/// The Zope example app as a git repository on the controller (pushed to the hosts).
-fn example_repository(dir: &Path) -> PathBuf {
-    let repo = dir.join("site");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/zope-buildout");
-    let copied = Command::new("cp")
-        .arg("-r")
-        .arg(&example)
-        .arg(&repo)
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "the Zope example"]);
-    repo
-}
-
-fn commit(repo: &Path, file: &str, content: &str) {
-    std::fs::write(repo.join(file), content).unwrap();
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-qm", content.trim()]);
-}
-
 /// The release `current` points at on a host, read from its disk (also while it is down),
 /// and whether that release finished building.
 fn live_release(hosts: &fixture::Hosts, host: &str) -> Option<(String, bool)> {
@@ -208,7 +175,7 @@ fn a_crashed_host_or_a_killed_controller_during_a_deploy_leave_old_or_new_and_a_
     };
     let instances = ["app1", "app2"];
     let dir = tempfile::tempdir().unwrap();
-    let repo = example_repository(dir.path());
+    let repo = zope_example_repository(dir.path(), &[], "the Zope example");
     write_stack(
         dir.path(),
         &hosts,
@@ -271,7 +238,7 @@ fn a_crashed_host_or_a_killed_controller_during_a_deploy_leave_old_or_new_and_a_
     // 2. app1 crashes while a new revision builds, default --max-fail 0: the deploy names
     //    app1, exits 1, and app2 stays on its old release.
     let app2_before = live_release(&hosts, "app2").unwrap().0;
-    commit(&repo, "NEWS.txt", "v2\n");
+    commit(&repo, "NEWS.txt", "v2\n", "v2");
     let mut deploy = spawn(dir.path(), &["deploy", "--sandbox"]);
     deploy.wait_line("[app1] building", long);
     std::thread::sleep(Duration::from_secs(2));
@@ -309,7 +276,7 @@ fn a_crashed_host_or_a_killed_controller_during_a_deploy_leave_old_or_new_and_a_
     // 3. The same crash with --max-fail 1: app2 goes on to the new release, app1 is named
     //    as failed; once app1 is back a rerun brings it along and leaves app2 as it is.
     let app2_before = live_release(&hosts, "app2").unwrap().0;
-    commit(&repo, "NEWS.txt", "v3\n");
+    commit(&repo, "NEWS.txt", "v3\n", "v3");
     let mut deploy = spawn(dir.path(), &["deploy", "--sandbox", "--max-fail", "1"]);
     deploy.wait_line("[app1] building", long);
     std::thread::sleep(Duration::from_secs(2));

@@ -193,3 +193,44 @@ pub fn sh(hosts: &Hosts, host: &str, script: &str) -> String {
     );
     text(&out.stdout)
 }
+
+/// Runs git in `repo` as a CI user; panics with its stderr when it fails.
+pub fn git(repo: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.email=ci@example.org", "-c", "user.name=ci"])
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+}
+
+/// The Zope example app (examples/apps/zope-buildout) as the git repository `dir/site`, with
+/// `files` (path in the repository, content) added: what `repository = "site"` deploys.
+pub fn zope_example_repository(dir: &Path, files: &[(&str, &str)], message: &str) -> PathBuf {
+    let repo = dir.join("site");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/zope-buildout");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(&example)
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "copying {}", example.display());
+    for (path, content) in files {
+        let path = repo.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", message]);
+    repo
+}
+
+/// A new commit of `repo` that writes `content` to `file`.
+pub fn commit(repo: &Path, file: &str, content: &str, message: &str) {
+    std::fs::write(repo.join(file), content).unwrap();
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", message]);
+}
