@@ -239,6 +239,7 @@ fn a_crashed_host_or_a_killed_controller_during_a_deploy_leave_old_or_new_and_a_
     //    app1, exits 1, and app2 stays on its old release.
     let app2_before = live_release(&hosts, "app2").unwrap().0;
     commit(&repo, "NEWS.txt", "v2\n", "v2");
+    slow_builds(&hosts, "app1", true);
     let mut deploy = spawn(dir.path(), &["deploy", "--sandbox"]);
     deploy.wait_line("[app1] building", long);
     std::thread::sleep(Duration::from_secs(2));
@@ -261,6 +262,7 @@ fn a_crashed_host_or_a_killed_controller_during_a_deploy_leave_old_or_new_and_a_
 
     // app1 is back: a rerun deploys the revision on both.
     hosts.host("app1").start().unwrap();
+    slow_builds(&hosts, "app1", false);
     let rerun = run(dir.path(), &["deploy", "--sandbox"], long);
     assert_eq!(rerun.status.code(), Some(0), "{}", rerun.show());
     for host in instances {
@@ -277,6 +279,7 @@ fn a_crashed_host_or_a_killed_controller_during_a_deploy_leave_old_or_new_and_a_
     //    as failed; once app1 is back a rerun brings it along and leaves app2 as it is.
     let app2_before = live_release(&hosts, "app2").unwrap().0;
     commit(&repo, "NEWS.txt", "v3\n", "v3");
+    slow_builds(&hosts, "app1", true);
     let mut deploy = spawn(dir.path(), &["deploy", "--sandbox", "--max-fail", "1"]);
     deploy.wait_line("[app1] building", long);
     std::thread::sleep(Duration::from_secs(2));
@@ -298,6 +301,7 @@ fn a_crashed_host_or_a_killed_controller_during_a_deploy_leave_old_or_new_and_a_
     assert_ne!(app2_new, app2_before);
     assert_live_releases_built(&hosts, &instances, &crashed.show());
     hosts.host("app1").start().unwrap();
+    slow_builds(&hosts, "app1", false);
     let rerun = run(dir.path(), &["deploy", "--sandbox"], long);
     assert_eq!(rerun.status.code(), Some(0), "{}", rerun.show());
     assert!(rerun.stdout.contains("app1: deployed"), "{}", rerun.show());
@@ -347,6 +351,19 @@ fn leftovers(hosts: &fixture::Hosts, host: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Makes builds on `host` slow (its `tar`, which unpacks the release, sleeps first), so that
+/// a crash lands in the middle of the build: a Zope example build takes about a second.
+fn slow_builds(hosts: &fixture::Hosts, host: &str, on: bool) {
+    let script = if on {
+        "printf '#!/bin/sh\\nsleep 10\\nexec /bin/tar \"$@\"\\n' > /usr/local/bin/tar && \
+         chmod 755 /usr/local/bin/tar"
+    } else {
+        "rm -f /usr/local/bin/tar"
+    };
+    let out = hosts.host(host).sh(script).unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 /// Makes the next file write on `host` slow (its `sync` sleeps), so a fault can be injected
