@@ -62,21 +62,16 @@ pub async fn migrate(
         return crate::migrate_relstorage::migrate(session, args, to, blob_dir).await;
     }
     let from = blobs::store(&session.stack);
-    let pending = pending_stack_path(&session.args.stack);
     let text = std::fs::read_to_string(&session.args.stack)
         .with_context(|| format!("reading {}", session.args.stack.display()))?;
     let edited = edit_stack(&text, &session, to, blob_dir)?;
     let edited = share_with_clients(&edited, &session, to)?;
-    std::fs::write(&pending, &edited).with_context(|| format!("writing {}", pending.display()))?;
-    // Removed unless the switch renames it over the stack file.
-    let pending_guard = PendingStack::new(pending.clone(), &session.args.stack);
-    let mut target_args = args.clone();
-    target_args.stack = pending.clone();
-    let target = Session::load(&target_args).map_err(|e| {
-        BadInput(format!(
-            "the stack with its blobs in {to} is not valid: {e:#}\nNothing was changed."
-        ))
-    })?;
+    let (pending_guard, target) = PendingStack::write(
+        &session.args,
+        "blobs-migrate",
+        &edited,
+        &format!("the stack with its blobs in {to}"),
+    )?;
     let to_store = blobs::store(&target.stack);
     if to_store == from && edited != text {
         // Only the clients change: they share the store now (ZEO serves it meanwhile).
@@ -264,21 +259,13 @@ async fn stop_sharing_first(
          false): the new store is not shared with them",
         leaving.join(", ")
     );
-    let step = session
-        .args
-        .stack
-        .with_file_name(format!(".{}.blobs-clients", file_name(&session.args.stack)));
-    std::fs::write(&step, set_shared_blobs(text, false)?)
-        .with_context(|| format!("writing {}", step.display()))?;
-    let guard = PendingStack::new(step.clone(), &session.args.stack);
-    let mut step_args = session.args.clone();
-    step_args.stack = step.clone();
-    Session::load(&step_args).map_err(|e| {
-        BadInput(format!(
-            "the stack with blobs through ZEO is not valid: {e:#}\nNothing was changed."
-        ))
-    })?;
-    guard.switch()?;
+    let (step, _) = PendingStack::write(
+        &session.args,
+        "blobs-clients",
+        &set_shared_blobs(text, false)?,
+        "the stack with blobs through ZEO",
+    )?;
+    step.switch()?;
     converge_and_restart(up_args, session).await.context(
         "the stack file now has plone_instances.shared_blobs = false, but the hosts did not \
          follow; the blobs were not moved",
@@ -307,25 +294,36 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| "stack.toml".to_string())
 }
 
-/// Where the edited stack waits for the switch: beside the stack file, so that its relative
-/// paths (secrets, repositories) stay right and the rename is atomic.
-pub(crate) fn pending_stack_path(stack: &Path) -> PathBuf {
-    stack.with_file_name(format!(".{}.blobs-migrate", file_name(stack)))
-}
-
-/// An edited stack file beside the real one, removed unless [`PendingStack::switch`]
-/// renames it over the stack file.
+/// An edited stack file beside the real one (so that its relative paths, secrets and
+/// repositories, stay right and the rename is atomic), removed unless
+/// [`PendingStack::switch`] renames it over the stack file.
 pub(crate) struct PendingStack {
     path: PathBuf,
     stack: PathBuf,
 }
 
 impl PendingStack {
-    pub(crate) fn new(path: PathBuf, stack: &Path) -> PendingStack {
-        PendingStack {
-            path,
-            stack: stack.to_path_buf(),
-        }
+    /// Writes `text` as `.<stack file>.<suffix>` and loads it with the other options of
+    /// `args`. A stack that does not load is bad input: `what` names it, and the file goes.
+    pub(crate) fn write(
+        args: &StackArgs,
+        suffix: &str,
+        text: &str,
+        what: &str,
+    ) -> anyhow::Result<(PendingStack, Session)> {
+        let path = args
+            .stack
+            .with_file_name(format!(".{}.{suffix}", file_name(&args.stack)));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        let pending = PendingStack {
+            path: path.clone(),
+            stack: args.stack.clone(),
+        };
+        let mut pending_args = args.clone();
+        pending_args.stack = path;
+        let session = Session::load(&pending_args)
+            .map_err(|e| BadInput(format!("{what} is not valid: {e:#}\nNothing was changed.")))?;
+        Ok((pending, session))
     }
 
     /// Renames it over the stack file (atomic: beside it): from here the stack says so.

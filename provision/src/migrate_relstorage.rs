@@ -38,8 +38,7 @@ use crate::cli::StackArgs;
 use crate::layers::blobs::{self, StoreKind};
 use crate::layers::{self, database};
 use crate::migrate::{
-    PendingStack, connect_one, edit_stack, failure, human_bytes, pending_stack_path, prepare, run,
-    switch_links,
+    PendingStack, connect_one, edit_stack, failure, human_bytes, prepare, run, switch_links,
 };
 use crate::session::{Session, StderrProgress};
 use crate::{BadInput, EXIT_OK};
@@ -342,20 +341,16 @@ pub async fn migrate(
     let new_db = new_database_name(&old_db);
 
     // The stack as it will be: the new database, the new blob settings.
-    let pending = pending_stack_path(&session.args.stack);
     let text = std::fs::read_to_string(&session.args.stack)
         .with_context(|| format!("reading {}", session.args.stack.display()))?;
     let edited = edit_stack(&text, &session, to, None)?;
     let edited = set_database(&edited, &new_db, want != Where::Database)?;
-    std::fs::write(&pending, &edited).with_context(|| format!("writing {}", pending.display()))?;
-    let pending_guard = PendingStack::new(pending.clone(), &session.args.stack);
-    let mut target_args = args.clone();
-    target_args.stack = pending.clone();
-    let target = Session::load(&target_args).map_err(|e| {
-        BadInput(format!(
-            "the stack with its blobs in {want} is not valid: {e:#}\nNothing was changed."
-        ))
-    })?;
+    let (pending_guard, target) = PendingStack::write(
+        &session.args,
+        "blobs-migrate",
+        &edited,
+        &format!("the stack with its blobs in {want}"),
+    )?;
     if blobs_of(&target.stack) != want {
         bail!("the edited stack file does not put the blobs in {want}; nothing was changed");
     }

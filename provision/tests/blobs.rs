@@ -338,38 +338,6 @@ fn zope_app_with_blob_files(dir: &std::path::Path) -> std::path::PathBuf {
     )
 }
 
-/// One HTTP/1.0 request from the controller: (status, body).
-fn http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    // admin:admin, the example's Zope manager.
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(response.len());
-    let status = String::from_utf8_lossy(&response[..split])
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response.get(split + 4..).unwrap_or_default().to_vec();
-    (status, body)
-}
-
 #[test]
 fn a_blob_uploaded_through_a_client_on_one_host_is_served_by_a_client_on_another_via_s3() {
     let Some(moto) = S3Server::program() else {
@@ -438,13 +406,13 @@ fn a_blob_uploaded_through_a_client_on_one_host_is_served_by_a_client_on_another
     let content: Vec<u8> = (0..300_000u32)
         .map(|i| b"provision blob "[(i % 15) as usize])
         .collect();
-    let (status, body) = http(&app1, "PUT", "/shared-file", &content);
+    let (status, body) = zope_http(&app1, "PUT", "/shared-file", &content);
     assert!(
         status == 204 || status == 200,
         "PUT on app1: {status} {}",
         String::from_utf8_lossy(&body)
     );
-    let (status, served) = http(&app2, "GET", "/shared-file", b"");
+    let (status, served) = zope_http(&app2, "GET", "/shared-file", b"");
     assert_eq!(
         status,
         200,
@@ -493,7 +461,7 @@ fn a_blob_uploaded_through_a_client_on_one_host_is_served_by_a_client_on_another
         sh(&hosts, "db1", "readlink /var/lib/zeo/blobstorage").trim(),
         "/var/lib/zeo/blobstorage-local"
     );
-    let (status, served) = http(&app2, "GET", "/shared-file", b"");
+    let (status, served) = zope_http(&app2, "GET", "/shared-file", b"");
     assert_eq!(status, 200);
     assert!(
         served == content,
@@ -502,7 +470,7 @@ fn a_blob_uploaded_through_a_client_on_one_host_is_served_by_a_client_on_another
     );
     // A new upload through ZEO, served by the other host.
     let second: Vec<u8> = content.iter().rev().copied().collect();
-    let (status, _) = http(&app2, "PUT", "/shared-file", &second);
+    let (status, _) = zope_http(&app2, "PUT", "/shared-file", &second);
     assert!(
         status == 204 || status == 200,
         "PUT on app2: {status}\n{}\n{}",
@@ -517,7 +485,7 @@ fn a_blob_uploaded_through_a_client_on_one_host_is_served_by_a_client_on_another
             "tail -n 60 /var/log/zeo/zeoserver.log; ls -la /var/lib/zeo /var/lib/zeo/blobstorage-local; true"
         )
     );
-    let (status, served) = http(&app1, "GET", "/shared-file", b"");
+    let (status, served) = zope_http(&app1, "GET", "/shared-file", b"");
     assert_eq!(status, 200);
     assert!(served == second, "app1 served {} other bytes", served.len());
 
@@ -539,7 +507,7 @@ fn a_blob_uploaded_through_a_client_on_one_host_is_served_by_a_client_on_another
         .trim(),
         "/mnt/s3/blobs/blobstorage"
     );
-    let (status, served) = http(&app1, "GET", "/shared-file", b"");
+    let (status, served) = zope_http(&app1, "GET", "/shared-file", b"");
     assert_eq!(status, 200);
     assert!(served == second, "app1 served {} other bytes", served.len());
     let plan = provision(dir.path(), &["plan", "--sandbox", "--json"], &secrets);

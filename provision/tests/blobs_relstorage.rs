@@ -156,43 +156,6 @@ fn migrate(dir: &Path, to: &str, secrets: &[(&str, &str)]) -> String {
     text(&out.stdout)
 }
 
-/// One HTTP/1.0 request to a client, as the example's Zope manager: (status, body); status 0
-/// when the connection failed.
-fn http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) =
-        std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5))
-    else {
-        return (0, Vec::new());
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body).is_err() {
-        return (0, Vec::new());
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(response.len());
-    let status = String::from_utf8_lossy(&response[..split])
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        response.get(split + 4..).unwrap_or_default().to_vec(),
-    )
-}
-
 /// Writes a new object through the client every 100 ms until stopped; the names of the
 /// writes the client accepted (a refused or failed one is the write freeze).
 fn writer(address: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<String>, usize)> {
@@ -202,7 +165,7 @@ fn writer(address: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Ve
         while !stop.load(Ordering::Relaxed) && n < 5000 {
             n += 1;
             let name = format!("written-{n}");
-            let (status, _) = http(&address, "PUT", &format!("/{name}"), name.as_bytes());
+            let (status, _) = zope_http(&address, "PUT", &format!("/{name}"), name.as_bytes());
             if (200..300).contains(&status) {
                 accepted.push(name);
             } else {
@@ -217,7 +180,7 @@ fn writer(address: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Ve
 /// Every write the client accepted is there, with its content.
 fn all_written(address: &str, accepted: &[String]) {
     for name in accepted {
-        let (status, body) = http(address, "GET", &format!("/{name}"), b"");
+        let (status, body) = zope_http(address, "GET", &format!("/{name}"), b"");
         assert_eq!(status, 200, "{name} was accepted, then lost");
         assert_eq!(text(&body), *name);
     }
@@ -310,7 +273,7 @@ fn relstorage_blobs_move_from_the_database_to_glusterfs_and_back() {
 
     // Out of the database, into the GlusterFS volume, while a client of the site writes.
     let app1 = format!("{}:8081", hosts.host("app1").address());
-    let (status, body) = http(&app1, "PUT", "/written-0", b"written-0");
+    let (status, body) = zope_http(&app1, "PUT", "/written-0", b"written-0");
     assert!(
         (200..300).contains(&status),
         "PUT on app1: {status} {}",

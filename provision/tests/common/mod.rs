@@ -234,3 +234,40 @@ pub fn commit(repo: &Path, file: &str, content: &str, message: &str) {
     git(repo, &["add", "-A"]);
     git(repo, &["commit", "-qm", message]);
 }
+
+/// One HTTP/1.0 request to a client, as the example's Zope manager: (status, body); status 0
+/// when the connection failed.
+pub fn zope_http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) =
+        std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5))
+    else {
+        return (0, Vec::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body).is_err() {
+        return (0, Vec::new());
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let status = String::from_utf8_lossy(&response[..split])
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        response.get(split + 4..).unwrap_or_default().to_vec(),
+    )
+}
