@@ -38,6 +38,7 @@ pub(crate) const ROLLBACK_TEMPLATE: &str = "plone/rollback.sh.j2";
 pub(crate) const PRUNE_TEMPLATE: &str = "plone/prune-releases.sh.j2";
 pub(crate) const STATUS_TEMPLATE: &str = "plone/release-status.sh.j2";
 pub(crate) const HEALTH_TEMPLATE: &str = "plone/client-health.sh.j2";
+pub(crate) const SITE_TEMPLATE: &str = "plone/ensure-site.sh.j2";
 pub(crate) const LOG_TAIL_TEMPLATE: &str = "plone/client-log-tail.sh.j2";
 
 /// Lines of the build log shown when a build fails.
@@ -452,6 +453,85 @@ pub fn client_health(
         &HealthContext {
             url: format!("http://{host}:{port}{path}"),
             timeout: timeout_seconds.max(1),
+        },
+    )?)
+}
+
+/// The Plone site a deploy creates when it is missing (`plone_instances.create_site`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub id: String,
+    pub title: String,
+    /// Add-on profiles (`extension_ids`).
+    pub profiles: Vec<String>,
+    pub language: String,
+    pub timezone: String,
+}
+
+#[derive(Serialize)]
+struct SiteContext<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    client: &'a str,
+    client_url: String,
+    zope_conf: String,
+    python: String,
+    site_id: &'a str,
+    title: &'a str,
+    profiles: &'a [String],
+    language: &'a str,
+    timezone: &'a str,
+}
+
+/// Create `site` when the database has none, with the live release's code, through the first
+/// client's configuration (less its persistent ZEO cache, which the running client holds).
+/// When the site answers on that client already, nothing starts. Prints `@site=exists|created`.
+pub fn ensure_site(
+    settings: &InstanceSettings,
+    site: &Site,
+    address: &str,
+    templates: &Templates,
+) -> Result<String, PloneError> {
+    settings.validate()?;
+    let client = settings
+        .clients
+        .first()
+        .ok_or_else(|| PloneError::invalid("clients", "none", "a host needs a client"))?;
+    if !provision_core::stack::is_site_id(&site.id) {
+        return Err(PloneError::invalid(
+            "site id",
+            &site.id,
+            "letters, digits, `-`, `_` and `.` only",
+        ));
+    }
+    let (zope_conf, python) = match &settings.kind {
+        AppKind::Buildout(_) => (
+            format!("parts/{}/etc/zope.conf", client.name),
+            format!("parts/{}/bin/interpreter", client.name),
+        ),
+        AppKind::Pip(_) => (
+            format!("{}/zope.conf", config_dir(&client.name)),
+            ".venv/bin/python".to_string(),
+        ),
+    };
+    let host = if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    };
+    Ok(templates.render(
+        SITE_TEMPLATE,
+        &SiteContext {
+            common: common(settings),
+            client: &client.name,
+            client_url: format!("http://{host}:{}/{}", client.port, site.id),
+            zope_conf,
+            python,
+            site_id: &site.id,
+            title: &site.title,
+            profiles: &site.profiles,
+            language: &site.language,
+            timezone: &site.timezone,
         },
     )?)
 }

@@ -91,6 +91,12 @@ pub const TEMPLATES: &[TemplateSource] = &[
         r#"{"url": "http://127.0.0.1:8081/Plone/@@ok", "timeout": 60}"#
     ),
     template!(
+        "ensure-site.sh.j2",
+        with_common!(
+            r#", "client": "client1", "client_url": "http://10.0.0.11:8081/Plone", "zope_conf": "parts/client1/etc/zope.conf", "python": "parts/client1/bin/interpreter", "site_id": "Plone", "title": "Plone site", "profiles": ["plone.app.contenttypes:default", "plonetheme.barceloneta:default"], "language": "en", "timezone": "Europe/Amsterdam""#
+        )
+    ),
+    template!(
         "client-log-tail.sh.j2",
         r#"{"unit": "plone-site@client1", "lines": 40, "log_file": "/srv/www/site/shared/var/log/client1.log"}"#
     ),

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{App, Repo, free_port, missing_prerequisite, skip, slow_tests_enabled, wait_for_port};
-use provision_plone::deploy::{self, Prepared, Source};
+use provision_plone::deploy::{self, Prepared, Site, Source};
 use provision_plone::{AppKind, BuildoutSettings, ClientSettings, InstanceSettings};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,27 +56,27 @@ async fn plone_site_created_by_the_deploy_answers() {
         "zeo.log",
     );
     wait_for_port(zeo_port, &mut zeo, 60);
-    // The site script runs beside the server (ZEO), as a deploy hook would.
+    // client1 runs first: its persistent ZEO cache is locked, as on a live host.
+    let mut client = app.spawn(&["bin/client1", "console"], "client1.log");
+    let root = app.health(port, "/", 120).await;
+    deploy::check_step("health", &root).unwrap_or_else(|e| panic!("{e}\n{}", client.log()));
+
+    let site = Site {
+        id: "Plone".into(),
+        title: "A site made by the deploy".into(),
+        profiles: vec![
+            "plone.app.contenttypes:default".into(),
+            "plonetheme.barceloneta:default".into(),
+        ],
+        language: "en".into(),
+        timezone: "Europe/Amsterdam".into(),
+    };
+    let script = deploy::ensure_site(&app.settings, &site, "127.0.0.1", &app.templates).unwrap();
     let started = std::time::Instant::now();
-    let output = app
-        .exec(format!(
-            "cd {release} && runuser -u plone -- bin/client1 run scripts/create_site.py Plone"
-        ))
-        .await;
-    assert!(
-        output.success(),
-        "create_site.py failed:\n{}\n{}",
-        output.stdout_lossy(),
-        output.stderr_lossy()
-    );
-    assert!(
-        output.stdout_lossy().contains("site Plone created"),
-        "{}",
-        output.stdout_lossy()
-    );
+    let report = app.step("ensure site", script.clone()).await;
+    assert_eq!(report.get("site"), Some("created"), "{report:?}");
     eprintln!("site created in {:.1} s", started.elapsed().as_secs_f64());
 
-    let mut client = app.spawn(&["bin/client1", "console"], "client1.log");
     for path in ["/Plone", "/Plone/@@ok"] {
         let output = app.health(port, path, 120).await;
         client.assert_running();
@@ -87,19 +87,16 @@ async fn plone_site_created_by_the_deploy_answers() {
             report.get("seconds").unwrap()
         );
     }
+    let page = app
+        .exec(format!("curl -s http://127.0.0.1:{port}/Plone"))
+        .await
+        .stdout_lossy();
+    assert!(page.contains("A site made by the deploy"), "{page}");
 
-    // Idempotent: the script leaves an existing site alone. It runs with client1's zope.conf,
-    // so client1 must be stopped: its persistent ZEO cache file is locked by the process.
-    drop(client);
-    let output = app
-        .exec(format!(
-            "cd {release} && runuser -u plone -- bin/client1 run scripts/create_site.py Plone"
-        ))
-        .await;
-    assert!(
-        output.stdout_lossy().contains("site Plone exists"),
-        "{}\n{}",
-        output.stdout_lossy(),
-        output.stderr_lossy()
-    );
+    // An existing site is left alone, answered without starting a second Zope.
+    let started = std::time::Instant::now();
+    let report = app.step("ensure site", script).await;
+    assert_eq!(report.get("site"), Some("exists"), "{report:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    client.assert_running();
 }

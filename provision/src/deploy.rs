@@ -219,6 +219,7 @@ pub async fn deploy(
         .filter(|r| matches!(r.outcome, DeployOutcome::Failed(_)))
         .count();
 
+    let mut site_pending = session.stack.attributes().plone_instances.create_site;
     for (target, release) in to_switch {
         if failures > allowed {
             // The new releases stay built (unswitched) and will be pruned later.
@@ -249,6 +250,24 @@ pub async fn deploy(
             report.outcome = DeployOutcome::Failed(session.mask(&format!("{error:#}")));
             failures += 1;
             continue;
+        }
+        if site_pending {
+            // Made with the new code, before the clients restart into it.
+            site_pending = false;
+            if let Err(error) = ensure_site(session, target, templates, progress).await {
+                progress.step(name, "the site failed: going back to the previous release");
+                let back = back_to_previous(session, target, lbs, templates, progress).await;
+                report.outcome = DeployOutcome::Failed(session.mask(&format!(
+                    "{error:#}\n{}",
+                    match back {
+                        Ok(previous) => format!("{name} is back on {previous}"),
+                        Err(error) =>
+                            format!("going back to the previous release failed too: {error:#}"),
+                    }
+                )));
+                failures += 1;
+                continue;
+            }
         }
         match restart_clients(session, target, lbs, templates, progress).await {
             Ok(()) => {
@@ -296,7 +315,60 @@ pub async fn deploy(
             }
         }
     }
+    // Nothing switched (an unchanged redeploy): the site is still made when it is missing.
+    if site_pending
+        && failures <= allowed
+        && let Some(target) = targets.iter().find(|t| {
+            reports
+                .iter()
+                .any(|r| r.host == t.host.name() && r.outcome == DeployOutcome::Unchanged)
+        })
+        && let Err(error) = ensure_site(session, target, templates, progress).await
+    {
+        let report = reports
+            .iter_mut()
+            .find(|r| r.host == target.host.name())
+            .expect("a report per target");
+        report.outcome = DeployOutcome::Failed(session.mask(&format!("{error:#}")));
+    }
     Ok(reports)
+}
+
+/// `plone_instances.create_site`: the Plone site, made through `target` when the database
+/// has none.
+async fn ensure_site(
+    session: &Session,
+    target: &Target<'_>,
+    templates: &Templates,
+    progress: &dyn Progress,
+) -> anyhow::Result<()> {
+    let attributes = session.stack.attributes();
+    let pi = &attributes.plone_instances;
+    let site = scripts::Site {
+        id: pi.site_id.clone(),
+        title: pi.site_title.clone(),
+        profiles: pi.site_profiles.clone(),
+        language: "en".to_string(),
+        timezone: attributes
+            .system
+            .timezone
+            .clone()
+            .unwrap_or_else(|| "UTC".to_string()),
+    };
+    let script = scripts::ensure_site(
+        &target.settings,
+        &site,
+        target.spec.service_address(),
+        templates,
+    )?;
+    let name = target.host.name();
+    progress.step(name, &format!("checking the Plone site /{}", site.id));
+    let what = format!("creating the Plone site /{}", site.id);
+    let (report, _) = step(session, &target.host, &what, Command::new(script)).await?;
+    if report.get("site") == Some("created") {
+        progress.step(name, &format!("created the Plone site /{}", site.id));
+    }
+    Ok(())
 }
 
 /// `rollback`: every target back to its previous release, each with a rolling restart.

@@ -298,6 +298,12 @@ fn cases() -> Vec<Case> {
             "unknown layer `celerybeat` in `hosts.app2.layers` at stack.toml:19:30; beat is not a layer here: set `plone_instances.enable_celery` and `plone_instances.celerybeat` to true, and Celery beat runs on exactly one host",
         ),
         case(
+            "a site to create with an id Zope refuses",
+            &["deploy"],
+            base("create_site = true\nsite_id = \"my site\"\n"),
+            "`attributes.plone_instances.create_site` is true at stack.toml:14:15, but `attributes.plone_instances.site_id` is \"my site\" at stack.toml:15:11: a Plone site needs an id of letters, digits, `-`, `_` and `.` (such as \"Plone\"); set `site_id`, or turn `create_site` off",
+        ),
+        case(
             "two db_packing hosts",
             &["plan"],
             base(

@@ -52,6 +52,7 @@ pub use attributes::{
     EbsSnapshots, Haproxy, InitCommand, NewRelic, Newrelic, NfsServer, NginxPlone, Papertrail,
     PloneBlobs, PloneInstances, PloneSolr, PloneZeoserver, Redis, RelStorage, RelStorageDb,
     S3fsFuse, S3fsMount, System, Tmpdir, Traceview, UnattendedUpgrades, VarnishPlone, Zeo,
+    is_site_id,
 };
 pub use discovery::{Backend, DiscoveryError, Endpoint};
 pub use error::{Location, Problem, ProblemKind, StackError, nearest};

@@ -28,6 +28,7 @@ pub(crate) fn validate(stack: &Stack) -> Vec<Problem> {
     v.backups();
     v.absolute_paths();
     v.apps();
+    v.site();
     v.problems
 }
 
@@ -568,6 +569,28 @@ impl Validator<'_> {
                     at(&located)
                 ),
                 located.location,
+            );
+        }
+    }
+
+    /// `create_site` makes a Plone site at `site_id`: it needs an id Zope accepts.
+    fn site(&mut self) {
+        let pi = &self.stack.attributes.plone_instances;
+        if !pi.create_site {
+            return;
+        }
+        let (create, _) = self.is_true("plone_instances.create_site");
+        let id = &pi.site_id;
+        if !super::attributes::is_site_id(id) {
+            let site = self.attribute("plone_instances.site_id");
+            self.push(
+                format!(
+                    "{create}, but `{}` is {id:?}{}: a Plone site needs an id of letters, digits, \
+                     `-`, `_` and `.` (such as \"Plone\"); set `site_id`, or turn `create_site` off",
+                    site.path,
+                    at(&site),
+                ),
+                site.location,
             );
         }
     }

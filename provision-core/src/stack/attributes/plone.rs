@@ -19,6 +19,16 @@ pub struct PloneInstances {
     pub base_config: String,
     /// The id of the Plone site, used in the VirtualHostMonster rewrite. Default `"Plone"`.
     pub site_id: String,
+    /// Create the Plone site `site_id` when the database has none: during a deploy, with the
+    /// new release's code on the first instance host that switches to it, before its clients
+    /// restart (on an unchanged deploy, with the live release). Default `false`: the cookbook
+    /// never created sites. (The playbook's `plone_create_site`.)
+    pub create_site: bool,
+    /// The title of a site made by `create_site`. Default `"Plone site"`.
+    pub site_title: String,
+    /// The add-on profiles a site made by `create_site` gets. Default
+    /// `["plone.app.contenttypes:default", "plonetheme.barceloneta:default"]` (Classic UI).
+    pub site_profiles: Vec<String>,
     /// Extra virtual hosts served by nginx: host name → path of the sub-site below the site
     /// (`"www.example.org" = "example"`). Default none.
     pub subsites: BTreeMap<String, String>,
@@ -102,12 +112,28 @@ pub struct PloneInstances {
     pub syslog_level: String,
 }
 
+/// An id Zope accepts for a Plone site (`create_site`): letters, digits, `-`, `_` and `.`,
+/// not starting with `_`, `.` or `-`.
+pub fn is_site_id(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with(['_', '.', '-'])
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 impl Default for PloneInstances {
     fn default() -> Self {
         PloneInstances {
             app_name: "plone_instances".to_string(),
             base_config: "cfg/base.cfg".to_string(),
             site_id: "Plone".to_string(),
+            create_site: false,
+            site_title: "Plone site".to_string(),
+            site_profiles: vec![
+                "plone.app.contenttypes:default".to_string(),
+                "plonetheme.barceloneta:default".to_string(),
+            ],
             subsites: BTreeMap::new(),
             subsite_config: BTreeMap::new(),
             per_cpu: 2.0,
