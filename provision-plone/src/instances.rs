@@ -8,7 +8,7 @@ use crate::error::PloneError;
 use crate::settings::{AppKind, InstanceSettings};
 use provision_core::phase::Phase;
 use provision_core::resource::{
-    Directory, File, Group, Packages, Resource, Service, Symlink, Unit, User,
+    Directory, File, Group, Packages, Resource, Script, Service, Symlink, Unit, User,
 };
 use provision_core::template::Templates;
 
@@ -191,11 +191,51 @@ pub fn resources(
 /// (after the first [`crate::deploy::switch_current`]); restarts are the rolling restart's job,
 /// so nothing here restarts on a change.
 pub fn client_services(settings: &InstanceSettings) -> Vec<Resource> {
-    settings
+    let mut resources: Vec<Resource> = settings
         .clients
         .iter()
         .map(|c| Service::running(settings.client_unit(&c.name)).into())
-        .collect()
+        .collect();
+    resources.push(surplus_clients(settings).into());
+    resources
+}
+
+/// Clients beyond this host's count (`instance_count` lowered, fewer CPUs) stopped and
+/// disabled: HAProxy no longer lists them, so they would only hold memory and ZEO
+/// connections.
+fn surplus_clients(settings: &InstanceSettings) -> Script {
+    let prefix = format!("plone-{}@", settings.app);
+    let expected: Vec<String> = settings
+        .clients
+        .iter()
+        .map(|c| format!("{}.service", settings.client_unit(&c.name)))
+        .collect();
+    let pattern = provision_core::shell::quote(&format!("{prefix}*"));
+    // Running or failed units, and units enabled at boot; a stopped, disabled one is gone.
+    let surplus = format!(
+        "{{ systemctl list-units --plain --no-legend --type=service \
+         --state=active,activating,deactivating,reloading,failed {pattern} | awk '{{print $1}}'; \
+         ls /etc/systemd/system/multi-user.target.wants/ 2>/dev/null | grep -F {prefix_q} || true; }} \
+         | sort -u | grep -vxF {expected} || true",
+        prefix_q = provision_core::shell::quote(&prefix),
+        expected = expected
+            .iter()
+            .map(|u| format!("-e {}", provision_core::shell::quote(u)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    Script::new(
+        &format!("plone-{}-surplus-clients", settings.app),
+        &format!(
+            "stop and disable {prefix}* clients beyond {}",
+            settings.clients.len()
+        ),
+        &format!("test -z \"$({surplus})\""),
+        &format!(
+            "for unit in $({surplus}); do systemctl disable --now \"$unit\"; \
+             systemctl reset-failed \"$unit\" 2>/dev/null || true; done"
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -47,7 +47,8 @@ pub struct StackArgs {
     /// to the previous release.
     #[arg(long, default_value_t = 180, value_name = "SECONDS")]
     pub health_timeout: u64,
-    /// How many Plone clients of a host a rolling restart takes out of HAProxy at once.
+    /// How many Plone clients a rolling restart takes out of HAProxy at once, across all
+    /// hosts: whole hosts go together while their clients add up to at most N.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
     pub max_in_flight: u16,
     /// How many instance hosts may fail a deploy (a count, or a percentage of the instance

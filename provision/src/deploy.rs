@@ -220,101 +220,50 @@ pub async fn deploy(
         .count();
 
     let mut site_pending = session.stack.attributes().plone_instances.create_site;
-    for (target, release) in to_switch {
+    // The site is made before any other host restarts into the new code: alone in its wave.
+    let first_alone = site_pending;
+    let switch_targets: Vec<&Target<'_>> = to_switch.iter().map(|(t, _)| *t).collect();
+    for wave in waves(session, &switch_targets, first_alone) {
         if failures > allowed {
             // The new releases stay built (unswitched) and will be pruned later.
-            progress.step(
-                target.host.name(),
-                &format!(
-                    "not switched: {failures} of {} instance hosts failed (--max-fail allows {allowed})",
-                    targets.len() + failed_before
-                ),
-            );
+            for &index in &wave {
+                progress.step(
+                    to_switch[index].0.host.name(),
+                    &format!(
+                        "not switched: {failures} of {} instance hosts failed (--max-fail allows {allowed})",
+                        targets.len() + failed_before
+                    ),
+                );
+            }
             continue;
         }
-        let name = target.host.name();
-        let report = reports
-            .iter_mut()
-            .find(|r| r.host == name)
-            .expect("a report per target");
-        progress.step(name, &format!("switching to {release}"));
-        let switch = scripts::switch_current(&target.settings, &release, templates)?;
-        if let Err(error) = step(
-            session,
-            &target.host,
-            "switching current",
-            Command::new(switch),
-        )
-        .await
-        {
-            report.outcome = DeployOutcome::Failed(session.mask(&format!("{error:#}")));
-            failures += 1;
-            continue;
-        }
-        if site_pending {
-            // Made with the new code, before the clients restart into it.
-            site_pending = false;
-            if let Err(error) = ensure_site(session, target, templates, progress).await {
-                progress.step(name, "the site failed: going back to the previous release");
-                let back = back_to_previous(session, target, lbs, templates, progress).await;
-                report.outcome = DeployOutcome::Failed(session.mask(&format!(
-                    "{error:#}\n{}",
-                    match back {
-                        Ok(previous) => format!("{name} is back on {previous}"),
-                        Err(error) =>
-                            format!("going back to the previous release failed too: {error:#}"),
-                    }
-                )));
-                failures += 1;
-                continue;
-            }
-        }
-        match restart_clients(session, target, lbs, templates, progress).await {
-            Ok(()) => {
-                report.outcome = DeployOutcome::Deployed;
-                if let Some(workers) = &target.workers {
-                    progress.step(name, "restarting the Celery workers");
-                    let restart = provision_celery::worker::restart_command(workers);
-                    if let Err(error) = step(
-                        session,
-                        &target.host,
-                        "restarting the Celery workers",
-                        Command::new(restart),
-                    )
-                    .await
-                    {
-                        report.outcome = DeployOutcome::Failed(session.mask(&format!("{error:#}")));
-                        failures += 1;
-                        continue;
-                    }
-                }
-                let prune = scripts::prune_releases(&target.settings, templates)?;
-                if let Err(error) = step(
-                    session,
-                    &target.host,
-                    "pruning releases",
-                    Command::new(prune),
-                )
-                .await
-                {
-                    progress.step(name, &format!("pruning old releases failed: {error:#}"));
-                }
-            }
-            Err(failure) => {
-                progress.step(name, "a client failed: going back to the previous release");
-                let back = back_to_previous(session, target, lbs, templates, progress).await;
-                report.outcome = DeployOutcome::Failed(session.mask(&format!(
-                    "{failure}\n{}",
-                    match back {
-                        Ok(previous) => format!("{name} is back on {previous}"),
-                        Err(error) =>
-                            format!("going back to the previous release failed too: {error:#}"),
-                    }
-                )));
+        let make_site = std::mem::take(&mut site_pending);
+        let outcomes = futures::future::join_all(wave.iter().enumerate().map(|(i, &index)| {
+            let (target, release) = &to_switch[index];
+            roll_out(
+                session,
+                target,
+                release,
+                make_site && i == 0,
+                lbs,
+                templates,
+                progress,
+            )
+        }))
+        .await;
+        for (&index, outcome) in wave.iter().zip(outcomes) {
+            let name = to_switch[index].0.host.name();
+            let report = reports
+                .iter_mut()
+                .find(|r| r.host == name)
+                .expect("a report per target");
+            if matches!(outcome, DeployOutcome::Failed(_)) {
                 failures += 1;
             }
+            report.outcome = outcome;
         }
     }
+
     // Nothing switched (an unchanged redeploy): the site is still made when it is missing.
     if site_pending
         && failures <= allowed
@@ -332,6 +281,122 @@ pub async fn deploy(
         report.outcome = DeployOutcome::Failed(session.mask(&format!("{error:#}")));
     }
     Ok(reports)
+}
+
+/// One host of a deploy's rollout: `current` switched to `release`, the site made when
+/// `make_site` (before the clients restart into the new code), the clients restarted rolling,
+/// the Celery workers restarted, old releases pruned. A client that does not answer sends the
+/// host back to its previous release.
+async fn roll_out(
+    session: &Session,
+    target: &Target<'_>,
+    release: &str,
+    make_site: bool,
+    lbs: &[Host],
+    templates: &Templates,
+    progress: &dyn Progress,
+) -> DeployOutcome {
+    let name = target.host.name();
+    progress.step(name, &format!("switching to {release}"));
+    let switched = match scripts::switch_current(&target.settings, release, templates) {
+        Ok(switch) => step(
+            session,
+            &target.host,
+            "switching current",
+            Command::new(switch),
+        )
+        .await
+        .map(|_| ()),
+        Err(error) => Err(anyhow::anyhow!("{error}")),
+    };
+    if let Err(error) = switched {
+        return DeployOutcome::Failed(session.mask(&format!("{error:#}")));
+    }
+    let restarted = match make_site {
+        true => ensure_site(session, target, templates, progress)
+            .await
+            .map_err(|error| format!("{error:#}")),
+        false => Ok(()),
+    };
+    let restarted = match restarted {
+        Ok(()) => restart_clients(session, target, lbs, templates, progress).await,
+        Err(failure) => Err(failure),
+    };
+    if let Err(failure) = restarted {
+        progress.step(name, "going back to the previous release");
+        let back = back_to_previous(session, target, lbs, templates, progress).await;
+        return DeployOutcome::Failed(session.mask(&format!(
+            "{failure}\n{}",
+            match back {
+                Ok(previous) => format!("{name} is back on {previous}"),
+                Err(error) => format!("going back to the previous release failed too: {error:#}"),
+            }
+        )));
+    }
+    if let Some(workers) = &target.workers {
+        progress.step(name, "restarting the Celery workers");
+        let restart = provision_celery::worker::restart_command(workers);
+        if let Err(error) = step(
+            session,
+            &target.host,
+            "restarting the Celery workers",
+            Command::new(restart),
+        )
+        .await
+        {
+            return DeployOutcome::Failed(session.mask(&format!("{error:#}")));
+        }
+    }
+    let pruned = match scripts::prune_releases(&target.settings, templates) {
+        Ok(prune) => step(
+            session,
+            &target.host,
+            "pruning releases",
+            Command::new(prune),
+        )
+        .await
+        .map(|_| ()),
+        Err(error) => Err(anyhow::anyhow!("{error}")),
+    };
+    if let Err(error) = pruned {
+        progress.step(name, &format!("pruning old releases failed: {error:#}"));
+    }
+    DeployOutcome::Deployed
+}
+
+/// The rollout's waves, as indexes into `targets`: whole hosts, together while their clients
+/// add up to at most `--max-in-flight` (a host with more clients goes alone, restarting that
+/// many at a time). The default of one client in flight is one host after another. With
+/// `first_alone`, the first host is a wave of its own.
+fn waves(session: &Session, targets: &[&Target<'_>], first_alone: bool) -> Vec<Vec<usize>> {
+    let clients: Vec<usize> = targets.iter().map(|t| t.settings.clients.len()).collect();
+    group_hosts(
+        &clients,
+        usize::from(session.args.max_in_flight),
+        first_alone,
+    )
+}
+
+/// [`waves`] over the hosts' client counts.
+fn group_hosts(clients: &[usize], limit: usize, first_alone: bool) -> Vec<Vec<usize>> {
+    let limit = limit.max(1);
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    let mut in_wave = 0;
+    for (index, &count) in clients.iter().enumerate() {
+        let count = count.max(1);
+        let fits = in_wave + count <= limit && !(first_alone && index == 1);
+        match waves.last_mut() {
+            Some(wave) if fits => {
+                wave.push(index);
+                in_wave += count;
+            }
+            _ => {
+                waves.push(vec![index]);
+                in_wave = count;
+            }
+        }
+    }
+    waves
 }
 
 /// `plone_instances.create_site`: the Plone site, made through `target` when the database
@@ -371,7 +436,8 @@ async fn ensure_site(
     Ok(())
 }
 
-/// `rollback`: every target back to its previous release, each with a rolling restart.
+/// `rollback`: every target back to its previous release, each with a rolling restart, in
+/// waves of `--max-in-flight` clients; a failure stops the hosts after its wave.
 pub async fn rollback(
     session: &Session,
     targets: &[Target<'_>],
@@ -379,31 +445,28 @@ pub async fn rollback(
     templates: &Templates,
     progress: &dyn Progress,
 ) -> anyhow::Result<Vec<HostDeploy>> {
-    let mut reports = Vec::new();
-    for target in targets {
+    in_waves(session, targets, |target| async move {
         let name = target.host.name().to_string();
         match back_to_previous(session, target, lbs, templates, progress).await {
-            Ok(release) => reports.push(HostDeploy {
+            Ok(release) => HostDeploy {
                 host: name,
                 release: Some(release),
                 revision: None,
                 outcome: DeployOutcome::RolledBack,
-            }),
-            Err(error) => {
-                reports.push(HostDeploy {
-                    host: name,
-                    release: None,
-                    revision: None,
-                    outcome: DeployOutcome::Failed(session.mask(&format!("{error:#}"))),
-                });
-                break;
-            }
+            },
+            Err(error) => HostDeploy {
+                host: name,
+                release: None,
+                revision: None,
+                outcome: DeployOutcome::Failed(session.mask(&format!("{error:#}"))),
+            },
         }
-    }
-    Ok(reports)
+    })
+    .await
 }
 
-/// `restart`: a rolling restart of every client of every target.
+/// `restart`: a rolling restart of every client of every target, in waves of
+/// `--max-in-flight` clients; a failure stops the hosts after its wave.
 pub async fn restart(
     session: &Session,
     targets: &[Target<'_>],
@@ -411,20 +474,39 @@ pub async fn restart(
     templates: &Templates,
     progress: &dyn Progress,
 ) -> anyhow::Result<Vec<HostDeploy>> {
-    let mut reports = Vec::new();
-    for target in targets {
-        let name = target.host.name().to_string();
+    in_waves(session, targets, |target| async move {
         let outcome = match restart_clients(session, target, lbs, templates, progress).await {
             Ok(()) => DeployOutcome::Restarted,
             Err(failure) => DeployOutcome::Failed(session.mask(&failure)),
         };
-        let failed = matches!(outcome, DeployOutcome::Failed(_));
-        reports.push(HostDeploy {
-            host: name,
+        HostDeploy {
+            host: target.host.name().to_string(),
             release: None,
             revision: None,
             outcome,
-        });
+        }
+    })
+    .await
+}
+
+/// Run `each` on the targets wave by wave ([`waves`]); after a wave with a failure, stop.
+async fn in_waves<'t, 'a, F, Fut>(
+    session: &Session,
+    targets: &'t [Target<'a>],
+    each: F,
+) -> anyhow::Result<Vec<HostDeploy>>
+where
+    F: Fn(&'t Target<'a>) -> Fut,
+    Fut: std::future::Future<Output = HostDeploy>,
+{
+    let all: Vec<&Target<'_>> = targets.iter().collect();
+    let mut reports = Vec::new();
+    for wave in waves(session, &all, false) {
+        let done = futures::future::join_all(wave.iter().map(|&index| each(&targets[index]))).await;
+        let failed = done
+            .iter()
+            .any(|r| matches!(r.outcome, DeployOutcome::Failed(_)));
+        reports.extend(done);
         if failed {
             break;
         }
@@ -648,7 +730,23 @@ fn describe(source: &scripts::Source) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::MaxFail;
+    use super::{MaxFail, group_hosts};
+
+    #[test]
+    fn hosts_go_together_while_their_clients_fit_in_flight() {
+        // One client in flight: one host after another, whatever their size.
+        assert_eq!(
+            group_hosts(&[2, 2, 1], 1, false),
+            [vec![0], vec![1], vec![2]]
+        );
+        // Four in flight: two hosts of two at once; a host of three fills a wave alone.
+        assert_eq!(
+            group_hosts(&[2, 2, 3, 1, 5], 4, false),
+            [vec![0, 1], vec![2, 3], vec![4]]
+        );
+        // The host that makes the Plone site goes alone, the rest as before.
+        assert_eq!(group_hosts(&[1, 1, 1], 3, true), [vec![0], vec![1, 2]]);
+    }
 
     #[test]
     fn max_fail_is_a_count_or_a_percentage_rounded_down() {

@@ -297,4 +297,41 @@ fn releases_roll_out_without_a_failed_request_and_bad_ones_change_nothing() {
         "{} of {requests} requests failed during the restart: {failures:?}",
         failures.len()
     );
+
+    // One client per host now: the second ones stop, are disabled, and leave HAProxy.
+    let stack = std::fs::read_to_string(dir.path().join("stack.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("stack.toml"),
+        stack.replacen("instance_count = 2", "instance_count = 1", 1),
+    )
+    .unwrap();
+    let out = provision(dir.path(), &["up", "--sandbox"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    for host in ["app1", "app2"] {
+        let state = hosts.ssh(
+            hosts.host(host),
+            "systemctl is-active plone-site@client2; systemctl is-enabled plone-site@client2; \
+             systemctl is-active plone-site@client1",
+        );
+        assert_eq!(
+            text(&state.stdout).split_whitespace().collect::<Vec<_>>(),
+            ["inactive", "disabled", "active"],
+            "{host}: {}",
+            show(&state)
+        );
+    }
+    let lb = hosts.ssh(hosts.host("lb1"), "cat /etc/haproxy/haproxy.cfg");
+    let config = text(&lb.stdout);
+    assert!(
+        config.contains("app1-1") && !config.contains("app1-2"),
+        "{config}"
+    );
+    assert_eq!(get(&web, "/"), 200);
+    let out = provision(dir.path(), &["plan", "--sandbox"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        !text(&out.stdout).contains("stop and disable"),
+        "{}",
+        show(&out)
+    );
 }
