@@ -152,6 +152,9 @@ impl S3Copies {
 
 #[derive(Serialize)]
 pub(crate) struct RcloneContext<'a> {
+    copier: &'static str,
+    what: &'static str,
+    readers: &'static str,
     remote: &'static str,
     provider: &'static str,
     access_key: &'a str,
@@ -160,8 +163,17 @@ pub(crate) struct RcloneContext<'a> {
     endpoint: Option<&'a str>,
 }
 
-pub(crate) fn rclone_context(copies: &S3Copies) -> RcloneContext<'_> {
+/// The context of rclone's config: `copier` copies `what` there; root and `readers` read it.
+pub(crate) fn rclone_context<'a>(
+    copies: &'a S3Copies,
+    copier: &'static str,
+    what: &'static str,
+    readers: &'static str,
+) -> RcloneContext<'a> {
     RcloneContext {
+        copier,
+        what,
+        readers,
         remote: REMOTE,
         provider: if copies.endpoint.is_some() {
             "Other"

@@ -77,7 +77,15 @@ pub const TEMPLATES: &[TemplateSource] = &[
     ),
     template!(
         "zeo-rclone.conf.j2",
-        r#"{"remote": "backups", "provider": "Other", "access_key": "AKIDEXAMPLE", "secret_key": "secret", "region": "us-east-1", "endpoint": "http://10.0.0.1:9000"}"#
+        r#"{"copier": "provision-zeo-s3", "what": "the ZEO backups", "readers": "the ZEO server's group", "remote": "backups", "provider": "Other", "access_key": "AKIDEXAMPLE", "secret_key": "secret", "region": "us-east-1", "endpoint": "http://10.0.0.1:9000"}"#
+    ),
+    template!(
+        "postgres-backup.sh.j2",
+        r#"{"database": "zodb", "role": "plone", "port": 5432, "backup_dir": "/var/backups/postgres", "keep": 7, "backup_command": "provision-postgres-backup", "restore_command": "provision-postgres-restore", "remote": "backups:db-backups/cluster", "url": "s3://db-backups/cluster", "s3_keep": 7, "rclone_config": "/etc/provision/postgres/rclone.conf"}"#
+    ),
+    template!(
+        "postgres-restore.sh.j2",
+        r#"{"database": "zodb", "role": "plone", "port": 5432, "backup_dir": "/var/backups/postgres", "keep": 7, "backup_command": "provision-postgres-backup", "restore_command": "provision-postgres-restore", "remote": "backups:db-backups/cluster", "url": "s3://db-backups/cluster", "s3_keep": 7, "rclone_config": "/etc/provision/postgres/rclone.conf"}"#
     ),
     template!(
         "memcached.conf.j2",

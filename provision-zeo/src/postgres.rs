@@ -11,20 +11,32 @@
 //! `pg_hba.conf`, a restart of the cluster when `listen_addresses` or the port differ from
 //! the running ones; that also covers the first converge, where the Debian package started
 //! the cluster before the files were written (a `Service` would only see "start").
+//!
+//! With `enable_backup`, a daily timer dumps the database (`pg_dump -Fc`, as postgres) into
+//! `backup_dir`, keeping the newest `backup_keep` dumps, and copies them to the stack's S3
+//! backup bucket when there is one ([`S3Copies`], under `PREFIX/postgres/`). [`RESTORE_SCRIPT`]
+//! puts a dump back (`pg_restore --clean`).
 
 use std::net::IpAddr;
 
 use provision_core::phase::Phase;
-use provision_core::resource::{File, Packages, Resource, Service, Unit};
+use provision_core::resource::{Directory, File, Packages, Resource, Service, Timer, Unit};
 use provision_core::template::Templates;
 use serde::Serialize;
 
+use crate::backup_s3::{self, S3Copies};
 use crate::{Error, check_bind_address, check_path, invalid};
 
 /// The oneshot unit that creates the role and database.
 pub const SETUP_UNIT: &str = "provision-postgres-zodb.service";
 /// Its script.
 pub const SETUP_SCRIPT: &str = "/usr/local/lib/provision/postgres/setup-zodb";
+/// The timer (and oneshot service) of the daily dump.
+pub const BACKUP_JOB: &str = "postgres-backup";
+/// The dump script, also for operators.
+pub const BACKUP_SCRIPT: &str = "/usr/local/sbin/provision-postgres-backup";
+/// The restore script (see its head for the arguments).
+pub const RESTORE_SCRIPT: &str = "/usr/local/sbin/provision-postgres-restore";
 
 /// PostgreSQL's settings for RelStorage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,6 +59,18 @@ pub struct PostgresSettings {
     /// Where the SQL goes (`zodb.sql`, postgres-only: it holds the password). Default
     /// `/etc/provision/postgres`.
     pub config_dir: String,
+    /// A daily `pg_dump -Fc` of the database (`plone_instances.relstorage.enable_backup`).
+    /// Default `false`.
+    pub enable_backup: bool,
+    /// Where the dumps go (postgres only, mode 0700). Default `/var/backups/postgres`.
+    pub backup_dir: String,
+    /// Dumps kept on the host. Default 7.
+    pub backup_keep: u32,
+    /// systemd calendar of the dump. Default `*-*-* 21:00:00 UTC`, as the ZEO backup.
+    pub backup_on_calendar: String,
+    /// Copies of the dumps in S3 (`plone_zeoserver.backup_s3`); the bucket keeps the newest
+    /// `keep`. Default none.
+    pub s3: Option<S3Copies>,
 }
 
 impl PostgresSettings {
@@ -66,7 +90,17 @@ impl PostgresSettings {
             database: "zodb".to_string(),
             password: password.to_string(),
             config_dir: "/etc/provision/postgres".to_string(),
+            enable_backup: false,
+            backup_dir: "/var/backups/postgres".to_string(),
+            backup_keep: 7,
+            backup_on_calendar: "*-*-* 21:00:00 UTC".to_string(),
+            s3: None,
         }
+    }
+
+    /// rclone's config with the S3 keys (readable by root and postgres).
+    pub fn rclone_config_path(&self) -> String {
+        format!("{}/rclone.conf", self.config_dir)
     }
 
     /// The SQL that makes the role and database.
@@ -134,6 +168,26 @@ impl PostgresSettings {
         }
         if self.password.contains('\0') {
             return Err(invalid("password", "must not contain NUL"));
+        }
+        check_path("backup_dir", &self.backup_dir)?;
+        if self.backup_keep == 0 {
+            return Err(invalid("backup_keep", "keep at least 1 dump"));
+        }
+        let calendar = &self.backup_on_calendar;
+        if calendar.trim().is_empty() || calendar.contains(['\n', '%', '$']) {
+            return Err(invalid(
+                "backup_on_calendar",
+                format!("{calendar:?} is not a systemd calendar expression"),
+            ));
+        }
+        if let Some(s3) = &self.s3 {
+            if !self.enable_backup {
+                return Err(invalid(
+                    "backup_s3",
+                    "copies of the dumps need dumps: set enable_backup",
+                ));
+            }
+            s3.check(self.backup_keep)?;
         }
         Ok(())
     }
@@ -291,6 +345,130 @@ pub fn setup_script(settings: &PostgresSettings, templates: &Templates) -> Resul
     Ok(templates.render("zeo/postgres-setup.sh.j2", &setup_context(settings))?)
 }
 
+#[derive(Serialize)]
+struct BackupContext<'a> {
+    database: &'a str,
+    role: &'a str,
+    port: u16,
+    backup_dir: &'a str,
+    keep: u32,
+    backup_command: &'static str,
+    restore_command: &'static str,
+    remote: Option<String>,
+    url: Option<String>,
+    s3_keep: u32,
+    rclone_config: String,
+}
+
+fn backup_context(settings: &PostgresSettings) -> BackupContext<'_> {
+    BackupContext {
+        database: &settings.database,
+        role: &settings.role,
+        port: settings.port,
+        backup_dir: &settings.backup_dir,
+        keep: settings.backup_keep,
+        backup_command: "provision-postgres-backup",
+        restore_command: "provision-postgres-restore",
+        remote: settings.s3.as_ref().map(S3Copies::remote),
+        url: settings.s3.as_ref().map(S3Copies::url),
+        s3_keep: settings.s3.as_ref().map_or(0, |s3| s3.keep),
+        rclone_config: settings.rclone_config_path(),
+    }
+}
+
+/// The rendered dump script (installed as [`BACKUP_SCRIPT`]).
+pub fn backup_script(settings: &PostgresSettings, templates: &Templates) -> Result<String, Error> {
+    settings.check()?;
+    Ok(templates.render("zeo/postgres-backup.sh.j2", &backup_context(settings))?)
+}
+
+/// The rendered restore script (installed as [`RESTORE_SCRIPT`]).
+pub fn restore_script(settings: &PostgresSettings, templates: &Templates) -> Result<String, Error> {
+    settings.check()?;
+    Ok(templates.render("zeo/postgres-restore.sh.j2", &backup_context(settings))?)
+}
+
+/// The timer of the daily dump.
+pub fn backup_timer(settings: &PostgresSettings) -> Timer {
+    Timer {
+        name: BACKUP_JOB.to_string(),
+        description: format!(
+            "PostgreSQL dump of {} into {}",
+            settings.database, settings.backup_dir
+        ),
+        command: BACKUP_SCRIPT.to_string(),
+        user: "postgres".to_string(),
+        on_calendar: settings.backup_on_calendar.clone(),
+        persistent: true,
+    }
+}
+
+/// The dump job's resources: the backup directory (setup), the scripts, the S3 keys and the
+/// timer (configure). Without `enable_backup`, only a stopped timer (turning off one an
+/// earlier configuration enabled).
+fn backup_resources(
+    settings: &PostgresSettings,
+    phase: Phase,
+    templates: &Templates,
+) -> Result<Vec<Resource>, Error> {
+    let mut resources: Vec<Resource> = Vec::new();
+    match phase {
+        Phase::Setup if settings.enable_backup => {
+            if settings.s3.is_some() {
+                resources.push(Packages::new(["rclone"]).into());
+            }
+            resources.push(
+                Directory::new(&settings.backup_dir)
+                    .owner("postgres", "postgres")
+                    .mode(0o700)
+                    .into(),
+            );
+        }
+        Phase::Configure if settings.enable_backup => {
+            if let Some(s3) = &settings.s3 {
+                resources.push(
+                    Directory::new(&settings.config_dir)
+                        .owner("root", "postgres")
+                        .mode(0o750)
+                        .into(),
+                );
+                let config = templates.render(
+                    "zeo/zeo-rclone.conf.j2",
+                    &backup_s3::rclone_context(
+                        s3,
+                        "provision-postgres-backup",
+                        "the database dumps",
+                        "postgres",
+                    ),
+                )?;
+                resources.push(
+                    File::new(settings.rclone_config_path(), config)
+                        .owner("root", "postgres")
+                        .mode(0o640)
+                        .secret()
+                        .into(),
+                );
+            }
+            resources.push(
+                File::new(BACKUP_SCRIPT, backup_script(settings, templates)?)
+                    .mode(0o755)
+                    .into(),
+            );
+            resources.push(
+                File::new(RESTORE_SCRIPT, restore_script(settings, templates)?)
+                    .mode(0o755)
+                    .into(),
+            );
+            resources.extend(backup_timer(settings).resources());
+        }
+        Phase::Configure => {
+            resources.push(Service::stopped(format!("{BACKUP_JOB}.timer")).into());
+        }
+        _ => {}
+    }
+    Ok(resources)
+}
+
 /// PostgreSQL's resources for one phase.
 pub fn resources(
     settings: &PostgresSettings,
@@ -337,6 +515,7 @@ pub fn resources(
         }
         Phase::Deploy => {}
     }
+    resources.extend(backup_resources(settings, phase, templates)?);
     Ok(resources)
 }
 

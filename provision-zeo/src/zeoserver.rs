@@ -380,7 +380,12 @@ pub fn rclone_config(
     };
     Ok(Some(templates.render(
         "zeo/zeo-rclone.conf.j2",
-        &backup_s3::rclone_context(s3),
+        &backup_s3::rclone_context(
+            s3,
+            "provision-zeo-s3",
+            "the ZEO backups",
+            "the ZEO server's group",
+        ),
     )?))
 }
 

@@ -335,6 +335,61 @@ fn postgres_resources() {
 }
 
 #[test]
+fn postgres_with_dumps_copied_to_s3() {
+    let templates = templates();
+    let mut settings = PostgresSettings::new(
+        "15",
+        "10.0.0.6".parse().unwrap(),
+        vec!["10.0.0.11".parse().unwrap()],
+        "it's secret",
+    );
+    settings.enable_backup = true;
+    settings.s3 = Some(S3Copies {
+        bucket: "db-backups".to_string(),
+        prefix: "cluster".to_string(),
+        endpoint: None,
+        region: "us-east-1".to_string(),
+        keep: 7,
+        access_key: "AKIDEXAMPLE".to_string(),
+        secret_key: "s3cr3t-example".to_string(),
+    });
+    let mut all = Vec::new();
+    for phase in Phase::ALL {
+        all.extend(postgres::resources(&settings, phase, &templates).unwrap());
+    }
+    let rclone = all
+        .iter()
+        .find_map(|r| match r {
+            Resource::File(f) if f.path.ends_with("/rclone.conf") => Some(f.clone()),
+            _ => None,
+        })
+        .expect("an rclone config");
+    assert!(rclone.secret, "the keys could show in a plan");
+    assert_eq!((rclone.group.as_str(), rclone.mode), ("postgres", 0o640));
+    // The dump's resources; the rest is `postgres_resources`.
+    let dumps: Vec<Resource> = all
+        .iter()
+        .filter(|r| {
+            let id = r.id();
+            ["backup", "restore", "rclone", "package"]
+                .iter()
+                .any(|part| id.contains(part))
+        })
+        .cloned()
+        .collect();
+    snapshot_resources("postgres_backup__", &dumps);
+
+    // S3 copies are copies of dumps; and a host keeps at least one.
+    settings.enable_backup = false;
+    let err = postgres::resources(&settings, Phase::Setup, &templates).unwrap_err();
+    assert!(err.to_string().contains("enable_backup"), "{err}");
+    settings.enable_backup = true;
+    settings.backup_keep = 0;
+    let err = postgres::resources(&settings, Phase::Setup, &templates).unwrap_err();
+    assert!(err.to_string().contains("backup_keep"), "{err}");
+}
+
+#[test]
 fn postgres_refuses_open_settings() {
     let templates = templates();
     let mut settings = PostgresSettings::new(

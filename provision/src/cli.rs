@@ -106,11 +106,30 @@ pub enum CommandKind {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
-    /// Back up the ZEO database now (repozo and a blob snapshot) on the zeoserver host.
+    /// Back up the database now: repozo and a blob snapshot on the zeoserver host, or for
+    /// RelStorage a pg_dump on the postgres host.
     Backup(StackArgs),
     /// Pack the database now: zeopack on the zeoserver host, or zodbpack on the db_packing
     /// host for RelStorage.
     Pack(StackArgs),
+    /// Put the database back as of its newest backup (or --backup): on the zeoserver host
+    /// (ZEO stopped meanwhile, and the Plone clients, whose caches are then newer than the
+    /// database), or for RelStorage on the postgres host (pg_restore --clean; the clients
+    /// reconnect). Every change since the backup is lost, so it needs --yes.
+    Restore {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The backup's UTC time stamp, YYYY-MM-DD-HH-MM-SS (default: the newest).
+        #[arg(long, value_name = "NAME")]
+        backup: Option<String>,
+        /// Fetch the backup from the S3 copies first (plone_zeoserver.backup_s3), e.g. on a
+        /// new host.
+        #[arg(long)]
+        from_s3: bool,
+        /// Really replace the live database.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print the stack's effective attributes: the defaults, the stack's [attributes] and the
     /// custom JSON merged, secrets masked. Reads no host.
     Attributes(StackArgs),

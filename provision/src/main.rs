@@ -9,6 +9,7 @@ mod layers;
 mod migrate;
 mod migrate_relstorage;
 mod output;
+mod restore;
 mod run;
 mod sandbox_cmd;
 mod session;
@@ -93,6 +94,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         CommandKind::Attributes(args) => run::attributes(&args),
         CommandKind::Backup(args) => run::run_job(&args, run::Job::Backup).await,
         CommandKind::Pack(args) => run::run_job(&args, run::Job::Pack).await,
+        CommandKind::Restore {
+            stack,
+            backup,
+            from_s3,
+            yes,
+        } => {
+            let args = restore::RestoreArgs {
+                backup: backup.as_deref(),
+                from_s3,
+                yes,
+            };
+            restore::restore(&stack, args).await
+        }
         CommandKind::Blobs {
             command:
                 BlobsCommand::Migrate {

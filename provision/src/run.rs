@@ -762,6 +762,15 @@ pub async fn run_job(args: &StackArgs, job: Job) -> anyhow::Result<ExitCode> {
     let session = Session::load(args)?;
     let stack = &session.stack;
     let (hosts, unit, missing): (Vec<&provision_core::stack::HostSpec>, &str, &str) = match job {
+        Job::Backup if stack.attributes().plone_instances.enable_relstorage => (
+            if crate::layers::database::postgres_dumps(stack) {
+                stack.hosts_with(provision_core::stack::Layer::Postgres)
+            } else {
+                Vec::new()
+            },
+            provision_zeo::postgres::BACKUP_JOB,
+            "a host with the postgres layer and plone_instances.relstorage.enable_backup = true",
+        ),
         Job::Backup => (
             stack.hosts_with(provision_core::stack::Layer::Zeoserver),
             provision_zeo::zeoserver::BACKUP_JOB,

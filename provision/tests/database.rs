@@ -619,3 +619,280 @@ fn relstorage_serves_two_hosts_through_memcached_and_one_host_packs() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The ZEO stack of [`zeo_stack`] on db1, with `pack_days`.
+fn zeo_restore_stack(hosts: &Hosts, endpoint: &str, pack_days: u32) -> String {
+    zeo_stack("db1", hosts, endpoint).replace(
+        "enable_backup = true\n",
+        &format!("enable_backup = true\npack_days = {pack_days}\n"),
+    )
+}
+
+/// The resources a plan of `--host db1` would change.
+fn planned_changes(dir: &std::path::Path, secrets: &[(&str, &str)]) -> Vec<String> {
+    let plan = provision(
+        dir,
+        &["plan", "--sandbox", "--host", "db1", "--json"],
+        secrets,
+    );
+    ok(&plan);
+    json(&plan)["hosts"][0]["changes"]
+        .as_array()
+        .map(|changes| {
+            changes
+                .iter()
+                .map(|c| c["resource"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn provision_restore_puts_the_zeo_database_back_and_pack_days_changes_only_the_timer() {
+    let Some(moto) = S3Server::program() else {
+        return;
+    };
+    let Some(hosts) = fixture::named_blocking(&["db1", "app1", "app2"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&moto, hosts.inventory().gateway, dir.path());
+    s3.create_bucket("zeo-backups");
+    let secrets = [
+        (
+            "PROVISION_SECRET_PLONE_ZEOSERVER_BACKUP_S3_ACCESS_KEY",
+            S3_KEY,
+        ),
+        (
+            "PROVISION_SECRET_PLONE_ZEOSERVER_BACKUP_S3_SECRET_KEY",
+            S3_SECRET,
+        ),
+    ];
+    write_stack(
+        dir.path(),
+        &hosts,
+        &zeo_restore_stack(&hosts, &s3.endpoint, 7),
+    );
+    let started = Instant::now();
+    let up = std::thread::scope(|scope| {
+        let up =
+            scope.spawn(|| provision(dir.path(), &["up", "--sandbox", "--host", "db1"], &secrets));
+        client_venv(&hosts, "app1", &[], &["ZEO==6.2", "ZODB==6.4"]);
+        up.join().unwrap()
+    });
+    ok(&up);
+    let pack_unit = sh(&hosts, "db1", "systemctl cat zeoserver-pack.service");
+    assert!(pack_unit.contains("zeopack -d 7 "), "{pack_unit}");
+
+    // pack_days changes exactly the pack timer.
+    assert_eq!(planned_changes(dir.path(), &secrets), Vec::<String>::new());
+    write_stack(
+        dir.path(),
+        &hosts,
+        &zeo_restore_stack(&hosts, &s3.endpoint, 3),
+    );
+    assert_eq!(
+        planned_changes(dir.path(), &secrets),
+        [
+            "unit:zeoserver-pack.service",
+            "unit:zeoserver-pack.timer",
+            "service:zeoserver-pack.timer"
+        ]
+    );
+    ok(&provision(
+        dir.path(),
+        &["up", "--sandbox", "--host", "db1"],
+        &secrets,
+    ));
+    let pack_unit = sh(&hosts, "db1", "systemctl cat zeoserver-pack.service");
+    assert!(pack_unit.contains("zeopack -d 3 "), "{pack_unit}");
+
+    // Back up "before", then write "after".
+    let config = zeo_client_config(&hosts, "db1");
+    let db1_address = hosts.host("db1").address().to_string();
+    wait_for("ZEO answers on db1", Duration::from_secs(60), || {
+        connects(&hosts, "app1", &db1_address, 8001)
+    });
+    zodb(&hosts, "app1", &config, "write before");
+    ok(&provision(dir.path(), &["backup", "--sandbox"], &secrets));
+    zodb(&hosts, "app1", &config, "write after");
+
+    // Without --yes: exit 2, a sentence, nothing changed.
+    let refused = provision(dir.path(), &["restore", "--sandbox"], &secrets);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("run it again with --yes"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(zodb(&hosts, "app1", &config, "read"), expected("after"));
+    // A backup name that is no time stamp: exit 2 too.
+    let bad = provision(
+        dir.path(),
+        &["restore", "--sandbox", "--yes", "--backup", "latest"],
+        &secrets,
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+
+    let out = provision(dir.path(), &["restore", "--sandbox", "--yes"], &secrets);
+    ok(&out);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("db1: restored ") && said.contains("db1: started zeoserver"),
+        "{said}"
+    );
+    assert_eq!(zodb(&hosts, "app1", &config, "read"), expected("before"));
+
+    // From S3 after losing the local backups, by name.
+    zodb(&hosts, "app1", &config, "write later");
+    let stamp = full_backups(&s3.keys("zeo-backups", "site/zeo/"))
+        .pop()
+        .expect("a backup in S3");
+    sh(
+        &hosts,
+        "db1",
+        "rm -rf /var/backups/zeo/filestorage /var/backups/zeo/blobstorage",
+    );
+    let out = provision(
+        dir.path(),
+        &[
+            "restore",
+            "--sandbox",
+            "--yes",
+            "--from-s3",
+            "--backup",
+            &stamp,
+        ],
+        &secrets,
+    );
+    ok(&out);
+    assert!(
+        text(&out.stdout).contains(&format!("backup {stamp}")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(zodb(&hosts, "app1", &config, "read"), expected("before"));
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!shown.contains(S3_SECRET), "{shown}");
+    eprintln!(
+        "ZEO restore test done in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn postgres_dumps_back_up_and_restore_a_relstorage_database() {
+    let Some(moto) = S3Server::program() else {
+        return;
+    };
+    let Some(hosts) = fixture::named_blocking(&["db1", "app1"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&moto, hosts.inventory().gateway, dir.path());
+    s3.create_bucket("db-backups");
+    let secrets = [
+        (
+            "PROVISION_SECRET_PLONE_INSTANCES_RELSTORAGE_DB_PASSWORD",
+            DB_PASSWORD,
+        ),
+        (
+            "PROVISION_SECRET_PLONE_ZEOSERVER_BACKUP_S3_ACCESS_KEY",
+            S3_KEY,
+        ),
+        (
+            "PROVISION_SECRET_PLONE_ZEOSERVER_BACKUP_S3_SECRET_KEY",
+            S3_SECRET,
+        ),
+    ];
+    let db1_address = hosts.host("db1").address().to_string();
+    write_stack(
+        dir.path(),
+        &hosts,
+        &format!(
+            "[hosts.db1]\naddress = \"{db1_address}\"\nlayers = [\"postgres\"]\n\
+             [hosts.app1]\naddress = \"{}\"\nlayers = [\"plone_instances\"]\n\
+             [attributes.plone_instances]\nenable_relstorage = true\n\
+             [attributes.plone_instances.relstorage]\nenable_backup = true\nbackup_keep = 2\n\
+             enable_cache = false\n\
+             [attributes.plone_zeoserver.backup_s3]\nbucket = \"db-backups\"\nprefix = \"site\"\n\
+             endpoint = \"{}\"\nkeep = 2\n",
+            hosts.host("app1").address(),
+            s3.endpoint
+        ),
+    );
+    let started = Instant::now();
+    let up = std::thread::scope(|scope| {
+        let up =
+            scope.spawn(|| provision(dir.path(), &["up", "--sandbox", "--host", "db1"], &secrets));
+        client_venv(&hosts, "app1", RELSTORAGE_DEBIAN, RELSTORAGE_PIP);
+        up.join().unwrap()
+    });
+    ok(&up);
+    assert!(!text(&up.stdout).contains(DB_PASSWORD) && !text(&up.stdout).contains(S3_SECRET));
+    let mode = sh(&hosts, "db1", "stat -c '%U:%G %a' /var/backups/postgres");
+    assert_eq!(mode.trim(), "postgres:postgres 700");
+    let timer = sh(&hosts, "db1", "systemctl is-enabled postgres-backup.timer");
+    assert_eq!(timer.trim(), "enabled");
+
+    let settings = RelStorageSettings::new(
+        DbConnection::Params {
+            host: db1_address.clone(),
+            port: None,
+            name: "zodb".to_string(),
+            user: "plone".to_string(),
+            password: Some(DB_PASSWORD.to_string()),
+        },
+        &format!("{CLIENT_DIR}/blobs"),
+    );
+    let section = client::relstorage_section(&settings, &templates()).unwrap();
+    let config = format!("{}\n<zodb>\n{section}</zodb>\n", client::RELSTORAGE_IMPORT);
+    zodb(&hosts, "app1", &config, "write before");
+
+    // `provision backup` dumps on the postgres host and copies the dump to S3.
+    let out = provision(dir.path(), &["backup", "--sandbox"], &secrets);
+    ok(&out);
+    assert!(
+        text(&out.stdout).contains("db1: postgres-backup done"),
+        "{}",
+        text(&out.stdout)
+    );
+    let keys = s3.keys("db-backups", "site/postgres/");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    zodb(&hosts, "app1", &config, "write after");
+
+    let refused = provision(dir.path(), &["restore", "--sandbox"], &secrets);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert_eq!(zodb(&hosts, "app1", &config, "read"), expected("after"));
+
+    let out = provision(dir.path(), &["restore", "--sandbox", "--yes"], &secrets);
+    ok(&out);
+    assert!(
+        text(&out.stdout).contains("db1: restored database zodb"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(zodb(&hosts, "app1", &config, "read"), expected("before"));
+    // The role logs in again: a client writes after the restore.
+    zodb(&hosts, "app1", &config, "write again");
+    assert_eq!(zodb(&hosts, "app1", &config, "read"), expected("again"));
+
+    // From S3, after losing the local dumps.
+    sh(&hosts, "db1", "rm -f /var/backups/postgres/*.dump");
+    let out = provision(
+        dir.path(),
+        &["restore", "--sandbox", "--yes", "--from-s3"],
+        &secrets,
+    );
+    ok(&out);
+    assert_eq!(zodb(&hosts, "app1", &config, "read"), expected("before"));
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !shown.contains(DB_PASSWORD) && !shown.contains(S3_SECRET),
+        "{shown}"
+    );
+    eprintln!(
+        "PostgreSQL dump test done in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}

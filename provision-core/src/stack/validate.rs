@@ -483,7 +483,23 @@ impl Validator<'_> {
             .hosts
             .iter()
             .any(|h| h.has_layer(Layer::Zeoserver));
-        if has_zeo && zs.backup_s3.bucket.is_some() && !zs.enable_backup {
+        // The postgres host copies its dumps to the same bucket.
+        let pi = &self.stack.attributes.plone_instances;
+        let dumps = pi.enable_relstorage
+            && pi.relstorage.enable_backup
+            && self
+                .stack
+                .hosts
+                .iter()
+                .any(|h| h.has_layer(Layer::Postgres));
+        if pi.relstorage.backup_keep == 0 {
+            let keep = self.attribute("plone_instances.relstorage.backup_keep");
+            self.push(
+                format!("`{}` is 0{}: keep at least 1 dump", keep.path, at(&keep)),
+                keep.location,
+            );
+        }
+        if has_zeo && zs.backup_s3.bucket.is_some() && !zs.enable_backup && !dumps {
             let bucket = self.attribute("plone_zeoserver.backup_s3.bucket");
             let backup = self.attribute("plone_zeoserver.enable_backup");
             let backup_is = match &backup.location {
@@ -779,14 +795,27 @@ impl Stack {
                     ));
                 }
             }
-            if host.has_layer(Layer::Zeoserver) && a.plone_zeoserver.backup_s3.bucket.is_some() {
+            let copies_dumps = host.has_layer(Layer::Postgres)
+                && a.plone_instances.enable_relstorage
+                && a.plone_instances.relstorage.enable_backup;
+            let copies = (host.has_layer(Layer::Zeoserver) && a.plone_zeoserver.enable_backup)
+                || copies_dumps;
+            if (host.has_layer(Layer::Zeoserver) || copies_dumps)
+                && copies
+                && a.plone_zeoserver.backup_s3.bucket.is_some()
+            {
+                let layer = if host.has_layer(Layer::Zeoserver) {
+                    Layer::Zeoserver
+                } else {
+                    Layer::Postgres
+                };
                 for name in [
                     "plone_zeoserver_backup_s3_access_key",
                     "plone_zeoserver_backup_s3_secret_key",
                 ] {
                     if self.secrets.get(name).is_none_or(str::is_empty) {
                         needed.push((
-                            Layer::Zeoserver,
+                            layer,
                             name.to_string(),
                             "a key of the S3 bucket the backups are copied to",
                             ", or remove `plone_zeoserver.backup_s3.bucket`".to_string(),

@@ -39,21 +39,44 @@ pub fn zeoserver_settings(stack: &Stack, host: &HostSpec) -> anyhow::Result<ZeoS
     settings.enable_pack = zeo.enable_pack;
     settings.syslog_facility = zeo.syslog_facility.clone();
     settings.syslog_level = zeo.syslog_level.clone();
-    settings.s3 = backup_s3(stack, host)?;
+    settings.pack_days = zeo.pack_days;
+    if zeo.enable_backup || !postgres_dumps(stack) {
+        settings.s3 = backup_s3(
+            stack,
+            host,
+            zeo.enable_backup,
+            "plone_zeoserver.enable_backup",
+        )?;
+    }
     Ok(settings)
 }
 
-/// `plone_zeoserver.backup_s3`, with its keys from the secrets.
-fn backup_s3(stack: &Stack, host: &HostSpec) -> anyhow::Result<Option<S3Copies>> {
+/// Whether the `postgres` host dumps the RelStorage database
+/// (`plone_instances.relstorage.enable_backup`).
+pub fn postgres_dumps(stack: &Stack) -> bool {
+    let pi = &stack.attributes().plone_instances;
+    pi.enable_relstorage
+        && pi.relstorage.enable_backup
+        && !stack.hosts_with(Layer::Postgres).is_empty()
+}
+
+/// `plone_zeoserver.backup_s3`, with its keys from the secrets, for a host whose backups are
+/// on when `enabled` (the attribute `switch`).
+fn backup_s3(
+    stack: &Stack,
+    host: &HostSpec,
+    enabled: bool,
+    switch: &str,
+) -> anyhow::Result<Option<S3Copies>> {
     let zeo = &stack.attributes().plone_zeoserver;
     let s3 = &zeo.backup_s3;
     let Some(bucket) = &s3.bucket else {
         return Ok(None);
     };
-    if !zeo.enable_backup {
+    if !enabled {
         bail!(
-            "host {}: plone_zeoserver.backup_s3.bucket is set, but plone_zeoserver.enable_backup \
-             is false: there would be no backups to copy; set enable_backup = true",
+            "host {}: plone_zeoserver.backup_s3.bucket is set, but {switch} is false: there \
+             would be no backups to copy; set {switch} = true",
             host.name
         );
     }
@@ -221,6 +244,22 @@ pub fn postgres(
     if let Some(port) = params.port {
         settings.port = port;
     }
+    let relstorage = &stack.attributes().plone_instances.relstorage;
+    settings.enable_backup = postgres_dumps(stack);
+    settings.backup_keep = relstorage.backup_keep;
+    if settings.enable_backup {
+        settings.s3 = backup_s3(
+            stack,
+            host,
+            true,
+            "plone_instances.relstorage.enable_backup",
+        )?
+        .map(|mut s3| {
+            // Each dump is complete: the bucket keeps at least as many as the host.
+            s3.keep = s3.keep.max(settings.backup_keep);
+            s3
+        });
+    }
     Ok(postgres::resources(&settings, phase, templates)?)
 }
 
@@ -346,5 +385,36 @@ mod tests {
         let s3 = settings.s3.expect("S3 copies");
         assert_eq!(s3.remote(), "backups:zeo-backups/site");
         assert_eq!((s3.keep, s3.secret_key.as_str()), (4, "s3cr3t"));
+    }
+
+    #[test]
+    fn pack_days_reach_the_pack_timer() {
+        let zeo = stack(
+            "[stack]\nname = \"site\"\n\
+             [hosts.db1]\naddress = \"10.0.0.5\"\nlayers = [\"zeoserver\"]\n",
+            &[],
+        );
+        let settings = zeoserver_settings(&zeo, zeo.host("db1").unwrap()).unwrap();
+        assert_eq!(
+            zeoserver::pack_timer(&settings).command,
+            "/opt/provision/zeo/bin/zeopack -d 7 10.0.0.5:8001:1"
+        );
+        let three = stack(
+            "[stack]\nname = \"site\"\n\
+             [hosts.db1]\naddress = \"10.0.0.5\"\nlayers = [\"zeoserver\"]\n\
+             [attributes.plone_zeoserver]\npack_days = 3\n",
+            &[],
+        );
+        let timer =
+            zeoserver::pack_timer(&zeoserver_settings(&three, three.host("db1").unwrap()).unwrap());
+        assert_eq!(
+            timer.command,
+            "/opt/provision/zeo/bin/zeopack -d 3 10.0.0.5:8001:1"
+        );
+        assert!(
+            timer.description.contains("3 days"),
+            "{}",
+            timer.description
+        );
     }
 }

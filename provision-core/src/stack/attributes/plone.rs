@@ -260,6 +260,13 @@ pub struct RelStorage {
     /// Truncate the reference tables monthly (`object_ref`, `object_refs_added`), a workaround
     /// for failing packs. Default `false`.
     pub truncate_refs: bool,
+    /// A daily dump of the database on the `postgres` host (`pg_dump -Fc`, 21:00 UTC, into
+    /// `/var/backups/postgres`), also copied to `plone_zeoserver.backup_s3` when that has a
+    /// bucket; `provision backup` makes one now, `provision restore` puts one back. The
+    /// twin of `plone_zeoserver.enable_backup`; not a cookbook key. Default `false`.
+    pub enable_backup: bool,
+    /// Dumps kept on the `postgres` host (and at least as many in the bucket). Default 7.
+    pub backup_keep: u32,
 }
 
 impl Default for RelStorage {
@@ -274,6 +281,8 @@ impl Default for RelStorage {
             two_stage_pack: false,
             pack_gc: true,
             truncate_refs: false,
+            enable_backup: false,
+            backup_keep: 7,
         }
     }
 }
@@ -366,6 +375,10 @@ pub struct PloneZeoserver {
     pub enable_backup: bool,
     /// A weekly pack (`bin/zeopack`, Sunday 01:00 UTC). Default `true`.
     pub enable_pack: bool,
+    /// Days of history the weekly pack (and `provision pack`) keeps: `zeopack -d`. Default 7,
+    /// the cookbook's fixed value. Not a cookbook key (its RelStorage twin is
+    /// `plone_instances.relstorage.pack_days`).
+    pub pack_days: u32,
     /// Where the FileStorage lives (its own volume, ideally); linked as `shared/var/filestorage`.
     /// Default none: in the app's `shared/var/filestorage` itself. (The cookbook's default was
     /// `<ephemeral>/shared/zodb/filestorage`, an OpsWorks mount.)
@@ -389,6 +402,7 @@ impl Default for PloneZeoserver {
             app_name: "zeoserver".to_string(),
             enable_backup: false,
             enable_pack: true,
+            pack_days: 7,
             filestorage_dir: None,
             nfs_blobs: false,
             gluster_blobs: false,
@@ -401,7 +415,9 @@ impl Default for PloneZeoserver {
 
 /// `plone_zeoserver.backup_s3`: copies of the ZEO backups in an S3 bucket (or an S3-compatible
 /// store), pushed by the ZEO host itself after every backup (with Debian's `rclone`), so they
-/// are made also when no controller runs. Needs `enable_backup`. The keys come only from the
+/// are made also when no controller runs. Needs `enable_backup`. The `postgres` host copies
+/// its dumps (`plone_instances.relstorage.enable_backup`) to the same bucket, under
+/// `PREFIX/postgres/`. The keys come only from the
 /// secrets file or the environment: `plone_zeoserver_backup_s3_access_key` and
 /// `plone_zeoserver_backup_s3_secret_key`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
