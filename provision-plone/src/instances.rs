@@ -10,6 +10,7 @@ use provision_core::phase::Phase;
 use provision_core::resource::{
     Directory, File, Group, Packages, Resource, Script, Service, Symlink, Unit, User,
 };
+use provision_core::stack::CacheArchive;
 use provision_core::template::Templates;
 
 pub(crate) const UNIT_TEMPLATE: &str = "plone/client.service.j2";
@@ -156,6 +157,9 @@ pub fn resources(
         resources.push(dir(format!("{shared}/{}", link.shared)));
     }
     resources.push(dir(format!("{shared}/var/log")));
+    for archive in &settings.deploy.cache_archives {
+        resources.push(cache_archive(settings, archive).into());
+    }
     // The cookbook's `shared/log`, where logs are looked for.
     resources.push(Symlink::new(format!("{shared}/log"), "var/log").into());
     if let Some(blob_dir) = &settings.blob_dir {
@@ -198,6 +202,63 @@ pub fn client_services(settings: &InstanceSettings) -> Vec<Resource> {
         .collect();
     resources.push(surplus_clients(settings).into());
     resources
+}
+
+/// A `buildout_cache_archives` tarball unpacked as the app user into an empty directory
+/// (or, with `purge`, whenever its URL changed). The password goes to curl on stdin, never on
+/// a command line.
+fn cache_archive(settings: &InstanceSettings, archive: &CacheArchive) -> Script {
+    use provision_core::shell::quote;
+    let target = format!("{}/{}", settings.deploy_to, archive.path);
+    let marker = format!("{target}/.provision-archive");
+    let check = if archive.purge {
+        format!("grep -qxF {} {}", quote(&archive.url), quote(&marker))
+    } else {
+        format!("test -n \"$(ls -A {} 2>/dev/null)\"", quote(&target))
+    };
+    let credentials = match (&archive.user, &archive.password) {
+        (Some(user), password) => {
+            let both = format!(
+                "{user}:{}",
+                password.as_ref().map(|p| p.expose()).unwrap_or_default()
+            );
+            // curl's config syntax: a quoted string with \ and " escaped.
+            format!(
+                "user = \"{}\"",
+                both.replace('\\', "\\\\").replace('"', "\\\"")
+            )
+        }
+        (None, _) => String::new(),
+    };
+    let app = quote(&settings.user);
+    let fix = format!(
+        "archive=$(mktemp)\n\
+         trap 'rm -f \"$archive\"' EXIT\n\
+         curl -fsSL --retry 2 -K - -o \"$archive\" {url} <<'PROVISION_CURL'\n{credentials}\nPROVISION_CURL\n\
+         chmod 0644 \"$archive\"\n\
+         install -d -o {app} -g {group} {target}\n\
+         {purge}\
+         runuser -u {app} -- tar -xf \"$archive\" -C {target} --no-same-owner\n\
+         printf '%s\\n' {url} | runuser -u {app} -- sh -c 'cat > \"$1\"' marker {marker}",
+        url = quote(&archive.url),
+        group = quote(&settings.group),
+        target = quote(&target),
+        marker = quote(&marker),
+        purge = if archive.purge {
+            format!(
+                "runuser -u {app} -- find {} -mindepth 1 -delete\n",
+                quote(&target)
+            )
+        } else {
+            String::new()
+        },
+    );
+    Script::new(
+        &format!("cache-archive:{}", archive.path),
+        &format!("unpack {} into {target}", archive.url),
+        &check,
+        &fix,
+    )
 }
 
 /// Clients beyond this host's count (`instance_count` lowered, fewer CPUs) stopped and

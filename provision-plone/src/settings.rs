@@ -181,6 +181,10 @@ pub struct DeploySettings {
     pub shared_links: Vec<SharedLink>,
     /// Seconds a deploy step waits for another one on the same app to finish.
     pub lock_timeout: u32,
+    /// Tarballs (an egg cache) unpacked below `deploy_to` before the first build
+    /// (`deploy.<app>.buildout_cache_archives`). Not serialized: it may hold a password.
+    #[serde(skip)]
+    pub cache_archives: Vec<provision_core::stack::CacheArchive>,
 }
 
 /// `shared/<shared>` linked as `<release>/<release_path>`.
@@ -210,6 +214,7 @@ impl DeploySettings {
                 .map(SharedLink::same)
                 .collect(),
             lock_timeout: 1800,
+            cache_archives: Vec::new(),
         }
     }
 
@@ -308,6 +313,29 @@ impl InstanceSettings {
                 "[]",
                 "name at least one client",
             ));
+        }
+        for archive in &self.deploy.cache_archives {
+            if !(archive.url.starts_with("https://") || archive.url.starts_with("http://"))
+                || archive.url.contains(char::is_whitespace)
+            {
+                return Err(PloneError::invalid(
+                    "buildout_cache_archives url",
+                    &archive.url,
+                    "must be an http:// or https:// URL without spaces",
+                ));
+            }
+            let path = std::path::Path::new(&archive.path);
+            let inside = !archive.path.is_empty()
+                && path
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside {
+                return Err(PloneError::invalid(
+                    "buildout_cache_archives path",
+                    &archive.path,
+                    "must be a path inside deploy_to, such as shared/eggs",
+                ));
+            }
         }
         let mut seen = Vec::new();
         for client in &self.clients {

@@ -234,7 +234,21 @@ fn up(a: UpArgs) -> provision_sandbox::Result<ExitCode> {
         ..UpOptions::default()
     };
     let started = std::time::Instant::now();
-    let inventory = sandbox.up(&hosts, &opts)?;
+    // Already up with these hosts: nothing to do (the quick start runs `sandbox up` each time).
+    let already_up = sandbox.status().is_ok_and(|status| {
+        status.proxy_running
+            && status.hosts.len() == hosts.len()
+            && status
+                .hosts
+                .iter()
+                .zip(&hosts)
+                .all(|(h, name)| &h.name == name && h.running && h.ssh)
+    });
+    let inventory = if already_up {
+        sandbox.inventory()?
+    } else {
+        sandbox.up(&hosts, &opts)?
+    };
     if a.json {
         println!(
             "{}",

@@ -111,6 +111,7 @@ pub fn settings(
     };
     deploy_settings.keep_releases = deploy.keep_releases;
     deploy_settings.always_build_on_deploy = deploy.always_build_on_deploy;
+    deploy_settings.cache_archives = deploy.buildout_cache_archives.clone();
 
     let settings = InstanceSettings {
         app: app.name.clone(),

@@ -230,7 +230,7 @@ pub struct InitCommand {
 }
 
 /// One entry of `deploy.<app>.buildout_cache_archives`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheArchive {
     /// The tarball's URL. Required.
