@@ -4,21 +4,22 @@
 use std::net::IpAddr;
 
 use provision_core::facts::Facts;
+use provision_core::stack::PloneSolr;
 use serde::Serialize;
 
 use crate::error::{SolrError, invalid};
 
-/// The Solr release installed by default: the one collective.solr's own buildouts use.
-pub const DEFAULT_VERSION: &str = "9.10.1";
-/// The sha512 of `solr-9.10.1.tgz` as Apache publishes it (`solr-9.10.1.tgz.sha512`; also
-/// pinned by the official Docker image's `SOLR_SHA512`).
-pub const DEFAULT_SHA512: &str = "23915ba0c9eba81d9ed7dd46bf3dfa748a1cf12cfd1d2bc3c37e3022893b8d45a6d6dc078ee79e33c0367191c3e4f2d1df3c6f5705331ccfe13d6b1287812eb0";
+/// The Solr release installed by default: the one collective.solr's own buildouts use
+/// (`plone_solr.version`).
+pub const DEFAULT_VERSION: &str = PloneSolr::DEFAULT_VERSION;
+/// The sha512 of `solr-9.10.1.tgz` as Apache publishes it.
+pub const DEFAULT_SHA512: &str = PloneSolr::DEFAULT_SHA512;
 /// Solr's port.
-pub const DEFAULT_PORT: u16 = 8983;
+pub const DEFAULT_PORT: u16 = PloneSolr::DEFAULT_PORT;
 /// How the official distribution runs in the foreground (relative to its directory).
 pub const DEFAULT_START_COMMAND: &str = "bin/solr start -f";
 /// The suffix of the core a reindex builds beside the live one.
-pub const REBUILD_SUFFIX: &str = "_rebuild";
+pub const REBUILD_SUFFIX: &str = PloneSolr::REBUILD_SUFFIX;
 /// The heap never goes below this (MiB): Solr's own default.
 pub const MIN_HEAP_MB: u64 = 512;
 /// Nor above this (MiB): the rest of a big host serves Solr better as page cache for the index.

@@ -286,6 +286,19 @@ fn cases() -> Vec<Case> {
             "`plone_instances.enable_celery` is true at custom.json:1:39, but there is no Celery broker",
         )
         .json(r#"{"plone_instances": {"enable_celery": true, "celerybeat": true}}"#),
+        case(
+            "a Solr release without its checksum",
+            &["up"],
+            base("[attributes.plone_solr]\nversion = \"9.9.0\"\n"),
+            "`attributes.plone_solr.version` is set at stack.toml:15:11, but `plone_solr.sha512` is not: the archive is unpacked only when its SHA-512 matches",
+        ),
+        case(
+            "a Solr heap too small and a core for the reindex",
+            &["plan", "--custom-json", "custom.json"],
+            base(""),
+            "`plone_solr.heap_mb` is 64 at custom.json:1:28, but Solr needs at least 128 MiB",
+        )
+        .json(r#"{"plone_solr": {"heap_mb": 64, "cores": ["plone_rebuild"]}}"#),
         // Things that exist once.
         case(
             "two celerybeat hosts",

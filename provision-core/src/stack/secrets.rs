@@ -211,20 +211,22 @@ impl Secrets {
     /// `text` with every secret value of [`MASK_MIN_LEN`] characters or more replaced by
     /// [`MASK`]. Longer secrets are replaced first, so one that contains another is hidden
     /// whole. A secret of several lines (a private key) is also hidden line by line, since a
-    /// diff shows it that way.
+    /// diff shows it that way. A secret is also hidden percent-encoded, as it is written into
+    /// URLs (the Redis password in the clients' `BROKER_URL`).
     pub fn mask(&self, text: &str) -> String {
-        let mut values: Vec<&str> = self
+        let mut values: Vec<String> = self
             .values
             .values()
             .flat_map(|v| std::iter::once(v.as_str()).chain(v.lines().map(str::trim)))
             .filter(|v| v.chars().count() >= MASK_MIN_LEN)
+            .flat_map(|v| [v.to_string(), percent_encoded(v)])
             .collect();
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         values.dedup();
         let mut out = text.to_string();
         for value in values {
-            if out.contains(value) {
-                out = out.replace(value, MASK);
+            if out.contains(&value) {
+                out = out.replace(&value, MASK);
             }
         }
         out
@@ -297,6 +299,20 @@ pub(crate) fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or("").trim().to_string()
 }
 
+/// Every byte but RFC 3986's unreserved characters as `%XX`: how a secret appears in a URL.
+fn percent_encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +348,16 @@ mod tests {
         assert_eq!(
             secrets.mask(text),
             "dsn password='********' other=******** abc"
+        );
+    }
+
+    #[test]
+    fn mask_hides_a_secret_percent_encoded_in_a_url() {
+        let mut secrets = Secrets::new();
+        secrets.insert("redis_config_requirepass", "p@ss:w/rd%$");
+        assert_eq!(
+            secrets.mask("BROKER_URL redis://:p%40ss%3Aw%2Frd%25%24@10.0.0.5:6379/0 p@ss:w/rd%$"),
+            "BROKER_URL redis://:********@10.0.0.5:6379/0 ********"
         );
     }
 

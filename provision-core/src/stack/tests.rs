@@ -751,6 +751,77 @@ fn solr_needs_a_solr_host() {
 }
 
 #[test]
+fn solr_settings_that_cannot_work_are_refused_naming_the_attribute() {
+    let cases = [
+        (
+            "version = \"9 10\"",
+            "`attributes.plone_solr.version` is `9 10` at stack.toml:12:11, but it must be a release number of letters, digits, `.`, `_` and `-`, such as `9.10.1`",
+        ),
+        (
+            "version = \"9.9.0\"",
+            "`attributes.plone_solr.version` is set at stack.toml:12:11, but `plone_solr.sha512` is not: the archive is unpacked only when its SHA-512 matches; set `plone_solr.sha512` to the 128 hex digits of its `.sha512` file",
+        ),
+        (
+            // Every problem at once.
+            "url = \"ftp://mirror.example.org/solr.tgz\"\nsha512 = \"abc\"",
+            "`attributes.plone_solr.url` is `ftp://mirror.example.org/solr.tgz` at stack.toml:12:7, but it must be an http:// or https:// URL without quotes, spaces or `$`\n\
+             `attributes.plone_solr.sha512` is `abc` at stack.toml:13:10, but it must be the 128 hex digits of the archive's SHA-512 (as in its `.sha512` file)",
+        ),
+        (
+            "url = \"https://mirror.example.org/solr.tgz\"",
+            "`attributes.plone_solr.url` is set at stack.toml:12:7, but `plone_solr.sha512` is not: the archive is unpacked only when its SHA-512 matches; set `plone_solr.sha512` to the 128 hex digits of its `.sha512` file",
+        ),
+        (
+            "sha512 = \"abc\"",
+            "`attributes.plone_solr.sha512` is `abc` at stack.toml:12:10, but it must be the 128 hex digits of the archive's SHA-512 (as in its `.sha512` file)",
+        ),
+        (
+            "port = 0",
+            "`attributes.plone_solr.port` is 0 at stack.toml:12:8, but it must be the port Solr listens on, such as 8983",
+        ),
+        (
+            "cores = []",
+            "`attributes.plone_solr.cores` is empty at stack.toml:12:9, but Solr needs a core for collective.solr: name one, such as `[\"plone\"]`",
+        ),
+        (
+            "cores = \"plone plone\"",
+            "`attributes.plone_solr.cores` holds `plone` twice at stack.toml:12:9, but each core is one directory and one URL: remove one",
+        ),
+        (
+            "cores = [\"plone\", \"../x\"]",
+            "`attributes.plone_solr.cores` holds `../x` at stack.toml:12:9, which is not 1 to 64 letters, digits, `_` or `-` (a core's name goes into URLs and directory names): rename it",
+        ),
+        (
+            "cores = [\"plone_rebuild\"]",
+            "`attributes.plone_solr.cores` holds `plone_rebuild` at stack.toml:12:9, which ends with `_rebuild`, the name of the core a reindex builds beside another: rename it",
+        ),
+        (
+            "heap_mb = 64",
+            "`attributes.plone_solr.heap_mb` is 64 at stack.toml:12:11, but Solr needs at least 128 MiB: raise it, or remove it to size the heap from the host's memory",
+        ),
+    ];
+    for (lines, expected) in cases {
+        assert_eq!(
+            error(&base_and(&format!("[attributes.plone_solr]\n{lines}\n"))),
+            expected,
+            "{lines}"
+        );
+    }
+    // Another release with its own archive and checksum is fine; so is one core as a string.
+    let stack = parse(&base_and(&format!(
+        "[attributes.plone_solr]\nversion = \"9.9.0\"\nsha512 = \"{}\"\ncores = \"site\"\n",
+        "AB".repeat(64)
+    )));
+    let solr = &stack.attributes().plone_solr;
+    assert_eq!(
+        solr.archive_url(),
+        "https://archive.apache.org/dist/solr/solr/9.9.0/solr-9.9.0.tgz"
+    );
+    assert_eq!(solr.archive_sha512(), Some("ab".repeat(64)));
+    assert_eq!(solr.client_core(), "site");
+}
+
+#[test]
 fn shared_blob_mounts_need_a_blob_server() {
     assert_eq!(
         error(&base_and(

@@ -27,6 +27,7 @@ pub(crate) fn validate(stack: &Stack) -> Vec<Problem> {
     v.packing();
     v.backups();
     v.absolute_paths();
+    v.solr();
     v.apps();
     v.site();
     v.problems
@@ -607,6 +608,136 @@ impl Validator<'_> {
                     at(&site),
                 ),
                 site.location,
+            );
+        }
+    }
+
+    /// `plone_solr`: what the Solr host downloads, where it listens, its cores and heap.
+    fn solr(&mut self) {
+        let solr = &self.stack.attributes.plone_solr;
+        // (attribute, what it is, what is wrong and what to do)
+        let mut problems: Vec<(&str, String, String)> = Vec::new();
+        let plain = |text: &str, more: &[u8]| {
+            !text.is_empty()
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || more.contains(&b))
+        };
+        if !plain(&solr.version, b"._-") {
+            problems.push((
+                "plone_solr.version",
+                format!("is `{}`", solr.version),
+                format!(
+                    "but it must be a release number of letters, digits, `.`, `_` and `-`, \
+                     such as `{}`",
+                    super::PloneSolr::DEFAULT_VERSION
+                ),
+            ));
+        }
+        if let Some(url) = &solr.url {
+            let url_ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"'\"\\`$<>".contains(&b));
+            if !url_ok {
+                problems.push((
+                    "plone_solr.url",
+                    format!("is `{url}`"),
+                    "but it must be an http:// or https:// URL without quotes, spaces or `$`"
+                        .to_string(),
+                ));
+            }
+        }
+        match &solr.sha512 {
+            Some(sha512)
+                if sha512.len() != 128 || !sha512.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                problems.push((
+                    "plone_solr.sha512",
+                    format!("is `{sha512}`"),
+                    "but it must be the 128 hex digits of the archive's SHA-512 (as in its \
+                     `.sha512` file)"
+                        .to_string(),
+                ));
+            }
+            // A bad version or URL is reported first: fixing it may be all that is needed.
+            None if solr.archive_sha512().is_none() && problems.is_empty() => {
+                let changed = if solr.url.is_some() {
+                    "plone_solr.url"
+                } else {
+                    "plone_solr.version"
+                };
+                problems.push((
+                    changed,
+                    "is set".to_string(),
+                    "but `plone_solr.sha512` is not: the archive is unpacked only when its \
+                     SHA-512 matches; set `plone_solr.sha512` to the 128 hex digits of its \
+                     `.sha512` file"
+                        .to_string(),
+                ));
+            }
+            _ => {}
+        }
+        if solr.port == 0 {
+            problems.push((
+                "plone_solr.port",
+                "is 0".to_string(),
+                format!(
+                    "but it must be the port Solr listens on, such as {}",
+                    super::PloneSolr::DEFAULT_PORT
+                ),
+            ));
+        }
+        if solr.cores.is_empty() {
+            problems.push((
+                "plone_solr.cores",
+                "is empty".to_string(),
+                "but Solr needs a core for collective.solr: name one, such as `[\"plone\"]`"
+                    .to_string(),
+            ));
+        }
+        for (index, core) in solr.cores.iter().enumerate() {
+            let (value, advice) = if core.len() > 64 || !plain(core, b"_-") {
+                (
+                    format!("holds `{core}`"),
+                    "which is not 1 to 64 letters, digits, `_` or `-` (a core's name goes into \
+                     URLs and directory names): rename it",
+                )
+            } else if core.ends_with(super::PloneSolr::REBUILD_SUFFIX) {
+                (
+                    format!("holds `{core}`"),
+                    "which ends with `_rebuild`, the name of the core a reindex builds beside \
+                     another: rename it",
+                )
+            } else if solr.cores[..index].contains(core) {
+                (
+                    format!("holds `{core}` twice"),
+                    "but each core is one directory and one URL: remove one",
+                )
+            } else {
+                continue;
+            };
+            problems.push(("plone_solr.cores", value, advice.to_string()));
+        }
+        if let Some(heap) = solr
+            .heap_mb
+            .filter(|mb| *mb < super::PloneSolr::MIN_HEAP_MB)
+        {
+            problems.push((
+                "plone_solr.heap_mb",
+                format!("is {heap}"),
+                format!(
+                    "but Solr needs at least {} MiB: raise it, or remove it to size the heap \
+                     from the host's memory",
+                    super::PloneSolr::MIN_HEAP_MB
+                ),
+            ));
+        }
+        for (dotted, value, advice) in problems {
+            let located = self.attribute(dotted);
+            self.push(
+                format!("`{}` {value}{}, {advice}", located.path, at(&located)),
+                located.location,
             );
         }
     }

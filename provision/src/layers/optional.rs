@@ -10,12 +10,9 @@ use provision_core::phase::Phase;
 use provision_core::resource::Resource;
 use provision_core::stack::{HostSpec, Layer, Stack};
 use provision_core::template::Templates;
-use provision_solr::SolrSettings;
+use provision_solr::{SolrArchive, SolrSettings};
 
 use super::{HostContext, bind_address};
-
-/// The core collective.solr uses.
-const SOLR_CORE: &str = "plone";
 
 /// The Redis password (`redis_config_requirepass` in the secrets file).
 fn redis_password(stack: &Stack) -> Option<String> {
@@ -95,19 +92,39 @@ pub fn workers(
     }
 }
 
+/// The Solr host's settings: `plone_solr.*` over the defaults for its facts.
 pub fn solr_settings(
     stack: &Stack,
     host: &HostSpec,
     facts: &Facts,
 ) -> anyhow::Result<SolrSettings> {
+    let attributes = &stack.attributes().plone_solr;
     let mut settings = SolrSettings::for_host(bind_address(host, Layer::Solr)?, facts);
     settings.allowed_clients = stack
         .hosts_with(Layer::PloneInstances)
         .iter()
         .map(|h| h.service_address().to_string())
         .collect();
-    if let Some(dir) = &stack.attributes().plone_solr.data_dir {
+    if let Some(dir) = &attributes.data_dir {
         settings.data_dir = dir.clone();
+    }
+    // Validation refuses a stack without it; this is the backstop.
+    let sha512 = attributes.archive_sha512().with_context(|| {
+        format!(
+            "host {}: the solr layer: plone_solr.sha512 is needed for {}",
+            host.name,
+            attributes.archive_url()
+        )
+    })?;
+    settings.archive = SolrArchive {
+        version: attributes.version.clone(),
+        url: attributes.archive_url(),
+        sha512,
+    };
+    settings.port = attributes.port;
+    settings.cores = attributes.cores.clone();
+    if let Some(heap) = attributes.heap_mb {
+        settings.heap_mb = heap;
     }
     Ok(settings)
 }
@@ -133,16 +150,130 @@ pub fn client_environment(
         environment.extend(provision_celery::client_environment(&workers));
     }
     let pi = &stack.attributes().plone_instances;
+    let solr = &stack.attributes().plone_solr;
     if pi.solr_enabled {
         let host = stack.solr_host().context(
             "plone_instances.solr_enabled needs a Solr host: add the solr layer to a host, or \
              set plone_instances.solr_host",
         )?;
         environment.extend(
-            provision_solr::client_environment(&host, provision_solr::DEFAULT_PORT, SOLR_CORE)?
+            provision_solr::client_environment(&host, solr.port, solr.client_core())?
                 .into_iter()
                 .map(|(key, value)| (key.to_string(), value)),
         );
     }
     Ok(environment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provision_core::resource::Resource;
+    use provision_core::template::Templates;
+
+    const STACK: &str = r#"[stack]
+name = "optional"
+[hosts.app1]
+address = "10.0.0.11"
+layers = ["plone_instances"]
+[hosts.search1]
+address = "10.0.0.30"
+layers = ["zeoserver", "solr"]
+[apps.site]
+repository = "https://example.org/site.git"
+[attributes.plone_instances]
+solr_enabled = true
+"#;
+
+    fn stack(more: &str) -> Stack {
+        Stack::parse(&format!("{STACK}{more}"), "stack.toml", None).unwrap()
+    }
+
+    fn facts() -> Facts {
+        // 16 GiB.
+        Facts::parse("os_id=debian\ncpus=2\nmemory_kib=16777216\ninit=systemd\n").unwrap()
+    }
+
+    fn settings(stack: &Stack) -> SolrSettings {
+        let host = stack.host("search1").unwrap();
+        solr_settings(stack, host, &facts()).unwrap()
+    }
+
+    /// The content of the file at `path` among the Solr host's configure resources.
+    fn file(settings: &SolrSettings, path: &str) -> String {
+        let templates = Templates::new(provision_solr::TEMPLATES).unwrap();
+        provision_solr::resources(settings, Phase::Configure, &templates)
+            .unwrap()
+            .into_iter()
+            .find_map(|r| match r {
+                Resource::File(f) if f.path == path => Some(String::from_utf8(f.content).unwrap()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no file {path}"))
+    }
+
+    #[test]
+    fn solr_defaults_are_the_official_archive_one_core_and_a_heap_from_memory() {
+        let stack = stack("");
+        let s = settings(&stack);
+        assert_eq!(s.archive, SolrArchive::default());
+        assert_eq!(s.port, 8983);
+        assert_eq!(s.cores, ["plone"]);
+        assert_eq!(s.heap_mb, 4096);
+        assert_eq!(s.allowed_clients, ["10.0.0.11"]);
+        let app1 = stack.host("app1").unwrap();
+        let env = client_environment(&stack, app1).unwrap();
+        assert_eq!(env["COLLECTIVE_SOLR_HOST"], "10.0.0.30");
+        assert_eq!(env["COLLECTIVE_SOLR_PORT"], "8983");
+        assert_eq!(env["COLLECTIVE_SOLR_BASE"], "/solr/plone");
+    }
+
+    #[test]
+    fn solr_attributes_reach_the_solr_host_and_the_clients() {
+        let sha512 = "ab".repeat(64);
+        let stack = stack(&format!(
+            "[attributes.plone_solr]\nversion = \"9.9.0\"\n\
+             url = \"http://files.example.org/solr-9.9.0.tgz\"\nsha512 = \"{}\"\n\
+             port = 8990\ncores = [\"site\", \"intranet\"]\nheap_mb = 640\n",
+            sha512.to_uppercase()
+        ));
+        let s = settings(&stack);
+        assert_eq!(
+            s.archive,
+            SolrArchive {
+                version: "9.9.0".into(),
+                url: "http://files.example.org/solr-9.9.0.tgz".into(),
+                sha512: sha512.clone(),
+            }
+        );
+        assert_eq!((s.port, s.heap_mb), (8990, 640));
+        assert_eq!(s.cores, ["site", "intranet"]);
+        assert_eq!(s.install_dir(), "/opt/solr-9.9.0");
+        let env = file(&s, "/etc/default/solr.in.sh");
+        assert!(env.contains("SOLR_PORT=\"8990\""), "{env}");
+        assert!(env.contains("SOLR_HEAP=\"640m\""), "{env}");
+        let templates = Templates::new(provision_solr::TEMPLATES).unwrap();
+        let install = provision_solr::server::archive(&s, &templates).unwrap();
+        assert_eq!(install.name, "solr-archive-9.9.0");
+        assert!(
+            install
+                .fix
+                .contains("http://files.example.org/solr-9.9.0.tgz")
+                && install.fix.contains(&sha512)
+                && install.check.contains(&sha512),
+            "{install:?}"
+        );
+        // The clients use the first core, on the port.
+        let app1 = stack.host("app1").unwrap();
+        let env = client_environment(&stack, app1).unwrap();
+        assert_eq!(env["COLLECTIVE_SOLR_PORT"], "8990");
+        assert_eq!(env["COLLECTIVE_SOLR_BASE"], "/solr/site");
+        // One core may be written as a string.
+        let one = stack_with_cores("\"plone\"");
+        assert_eq!(settings(&one).cores, ["plone"]);
+    }
+
+    fn stack_with_cores(cores: &str) -> Stack {
+        stack(&format!("[attributes.plone_solr]\ncores = {cores}\n"))
+    }
 }

@@ -514,9 +514,72 @@ pub struct PloneSolr {
     pub app_name: String,
     /// Send Solr's log to Papertrail. Default `false`.
     pub enable_papertrail: bool,
-    /// Where Solr keeps its data (its own volume, ideally). Default none: the app's
-    /// `shared/var`. (The cookbook's was `<ephemeral>/shared/solr`, an OpsWorks mount.)
+    /// Where Solr keeps its data (its own volume, ideally): the Solr home with the cores.
+    /// Default none: `/var/lib/solr`. (The cookbook's was `<ephemeral>/shared/solr`, an
+    /// OpsWorks mount.)
     pub data_dir: Option<String>,
+    /// The Solr release: it names the install directory `/opt/solr-<version>`. Default
+    /// `"9.10.1"`, the release collective.solr's own buildouts use. Not in the cookbook, whose
+    /// buildout pinned Solr 4.4.
+    pub version: String,
+    /// The distribution archive (`.tgz`, shaped like Apache's). Default none: Apache's
+    /// permanent archive of `version`.
+    pub url: Option<String>,
+    /// The archive's SHA-512 (128 hex digits, as in its `.sha512` file); the archive is
+    /// unpacked only when it matches. Default: the published one of `solr-9.10.1.tgz`, so
+    /// another `version` or `url` needs its own.
+    pub sha512: Option<String>,
+    /// Solr's port on the host's private address; the instances get it too. Default 8983.
+    pub port: u16,
+    /// The cores, each made from the collective.solr configset. One name or a list. The
+    /// instances use the first. Default `["plone"]`.
+    #[serde(deserialize_with = "super::string_or_list")]
+    pub cores: Vec<String>,
+    /// The JVM heap in MiB. Default none: a quarter of the host's memory, at least 512 and
+    /// at most 8192.
+    pub heap_mb: Option<u64>,
+}
+
+impl PloneSolr {
+    /// The default `version`.
+    pub const DEFAULT_VERSION: &str = "9.10.1";
+    /// The sha512 of `solr-9.10.1.tgz` as Apache publishes it (`solr-9.10.1.tgz.sha512`; also
+    /// pinned by the official Docker image's `SOLR_SHA512`).
+    pub const DEFAULT_SHA512: &str = "23915ba0c9eba81d9ed7dd46bf3dfa748a1cf12cfd1d2bc3c37e3022893b8d45a6d6dc078ee79e33c0367191c3e4f2d1df3c6f5705331ccfe13d6b1287812eb0";
+    /// The default `port`.
+    pub const DEFAULT_PORT: u16 = 8983;
+    /// The suffix of the core a reindex builds beside a live one: no core may end with it.
+    pub const REBUILD_SUFFIX: &str = "_rebuild";
+    /// Less heap than this (MiB) does not start Solr usefully.
+    pub const MIN_HEAP_MB: u64 = 128;
+
+    /// The archive's URL: `url`, or Apache's permanent archive of `version`.
+    pub fn archive_url(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => format!(
+                "https://archive.apache.org/dist/solr/solr/{v}/solr-{v}.tgz",
+                v = self.version
+            ),
+        }
+    }
+
+    /// The archive's sha512: `sha512`, or the published one when `version` and `url` are
+    /// the defaults. `None` when it must be given.
+    pub fn archive_sha512(&self) -> Option<String> {
+        match &self.sha512 {
+            Some(sha512) => Some(sha512.to_ascii_lowercase()),
+            None if self.version == Self::DEFAULT_VERSION && self.url.is_none() => {
+                Some(Self::DEFAULT_SHA512.to_string())
+            }
+            None => None,
+        }
+    }
+
+    /// The core the instances use: the first.
+    pub fn client_core(&self) -> &str {
+        self.cores.first().map_or("plone", String::as_str)
+    }
 }
 
 impl Default for PloneSolr {
@@ -525,6 +588,12 @@ impl Default for PloneSolr {
             app_name: "solr".to_string(),
             enable_papertrail: false,
             data_dir: None,
+            version: Self::DEFAULT_VERSION.to_string(),
+            url: None,
+            sha512: None,
+            port: Self::DEFAULT_PORT,
+            cores: vec!["plone".to_string()],
+            heap_mb: None,
         }
     }
 }
