@@ -91,11 +91,7 @@ pub(crate) fn systemd_command(words: &[String]) -> String {
 
 /// An environment variable name as `sh` and systemd accept it.
 pub(crate) fn check_env_name(setting: &str, name: &str) -> Result<(), CeleryError> {
-    let mut bytes = name.bytes();
-    let first = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    if !first || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if !provision_core::shell::is_environment_name(name) {
         return Err(invalid(
             setting,
             format!("{name:?} is not an environment variable name"),
@@ -104,24 +100,9 @@ pub(crate) fn check_env_name(setting: &str, name: &str) -> Result<(), CeleryErro
     Ok(())
 }
 
-/// `NAME="value"` for a systemd `EnvironmentFile=`, which `sh` reads the same way: inside
-/// double quotes only `\`, `"`, `$` and `` ` `` are escaped.
+/// `NAME="value"` for a systemd `EnvironmentFile=`.
 pub(crate) fn env_line(setting: &str, name: &str, value: &str) -> Result<String, CeleryError> {
-    check_env_name(setting, name)?;
-    if value.contains(['\n', '\r', '\0']) {
-        return Err(invalid(
-            setting,
-            format!("the value of {name} must be one line"),
-        ));
-    }
-    let mut quoted = String::with_capacity(value.len() + 2);
-    for c in value.chars() {
-        if matches!(c, '\\' | '"' | '$' | '`') {
-            quoted.push('\\');
-        }
-        quoted.push(c);
-    }
-    Ok(format!("{name}=\"{quoted}\""))
+    provision_core::shell::environment_file_line(name, value).map_err(|e| invalid(setting, e))
 }
 
 /// A string for redis.conf: double quotes, with `\\`, `\"` and `\xHH` for anything that is

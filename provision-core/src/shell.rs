@@ -11,9 +11,47 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Whether `name` can be an environment variable (`[A-Za-z_][A-Za-z0-9_]*`).
+pub fn is_environment_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `NAME="value"` for a systemd `EnvironmentFile=`, which `sh` reads the same way: inside
+/// double quotes only `\`, `"`, `$` and `` ` `` are escaped. The error says what is wrong.
+pub fn environment_file_line(name: &str, value: &str) -> Result<String, String> {
+    if !is_environment_name(name) {
+        return Err(format!("{name:?} is not an environment variable name"));
+    }
+    if value.contains(['\n', '\r', '\0']) {
+        return Err(format!("the value of {name} must be one line"));
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    Ok(format!("{name}=\"{quoted}\""))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::quote;
+    use super::{environment_file_line, quote};
+
+    #[test]
+    fn environment_file_values_are_double_quoted() {
+        assert_eq!(
+            environment_file_line("URL", r#"redis://:p"$`\x@h"#).unwrap(),
+            r#"URL="redis://:p\"\$\`\\x@h""#
+        );
+        assert!(environment_file_line("1X", "v").is_err());
+        assert!(environment_file_line("X", "a\nb").is_err());
+    }
 
     #[test]
     fn plain_words_stay_bare() {

@@ -162,6 +162,19 @@ fn manifest(settings: &InstanceSettings, files: &[ConfigFile]) -> String {
         "{}  (build settings)\n",
         sha256_hex(build.as_bytes())
     ));
+    // The clients read it from their environment file, not from the release; a change still
+    // needs a rollout (a new broker), so it counts as configuration.
+    if !settings.private_environment.is_empty() {
+        let private: Vec<String> = settings
+            .private_environment
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        out.push_str(&format!(
+            "{}  (private environment)\n",
+            sha256_hex(private.join("\n").as_bytes())
+        ));
+    }
     out
 }
 

@@ -46,7 +46,7 @@ struct UnitContext<'a> {
     deploy_to: &'a str,
     user: &'a str,
     group: &'a str,
-    environment: Vec<String>,
+    environment_file: String,
     exec_start: String,
     stop_timeout: u32,
 }
@@ -59,14 +59,24 @@ struct LogrotateContext<'a> {
     group: &'a str,
 }
 
-/// A value for systemd's `Environment=`: double-quoted, `\` and `"` escaped, `%` doubled
-/// (specifiers).
-fn systemd_environment(name: &str, value: &str) -> String {
-    let escaped = value
-        .replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('%', "%%");
-    format!("\"{name}={escaped}\"")
+/// The clients' environment file: the public and the private environment, `NAME="value"`.
+pub fn render_environment(settings: &InstanceSettings) -> Result<String, PloneError> {
+    let mut out = format!(
+        "# Managed by provision: the environment of app {}'s Plone clients. It may hold\n\
+         # passwords: root:{}, mode 0640, read by systemd.\n",
+        settings.app, settings.group
+    );
+    let private = settings
+        .private_environment
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()));
+    for (name, value) in settings.client_environment().into_iter().chain(private) {
+        let line = provision_core::shell::environment_file_line(name, value)
+            .map_err(|reason| PloneError::invalid("environment", name, reason))?;
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// The command a client unit runs, `%i` being the client's name.
@@ -91,11 +101,7 @@ pub fn render_unit(
         deploy_to: &settings.deploy_to,
         user: &settings.user,
         group: &settings.group,
-        environment: settings
-            .client_environment()
-            .into_iter()
-            .map(|(n, v)| systemd_environment(n, v))
-            .collect(),
+        environment_file: settings.environment_file(),
         exec_start: exec_start(settings),
         stop_timeout: settings.stop_timeout,
     };
@@ -174,6 +180,14 @@ pub fn resources(
                 .push(Symlink::new(format!("{shared}/var/blobstorage"), blob_dir.clone()).into());
         }
     }
+    resources.push(
+        File::new(settings.environment_file(), render_environment(settings)?)
+            .owner("root", group)
+            .mode(0o640)
+            // Its diff would show the broker's password (percent-encoded, which masking misses).
+            .secret()
+            .into(),
+    );
     // ExecStart points into a release that does not exist before the first deploy.
     resources.push(
         Unit::new(settings.unit_template(), render_unit(settings, templates)?)
@@ -297,17 +311,4 @@ fn surplus_clients(settings: &InstanceSettings) -> Script {
              systemctl reset-failed \"$unit\" 2>/dev/null || true; done"
         ),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn environment_values_are_quoted_for_systemd() {
-        assert_eq!(
-            systemd_environment("A", r#"50% "x" \y"#),
-            r#""A=50%% \"x\" \\y""#
-        );
-    }
 }

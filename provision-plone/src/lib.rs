@@ -58,7 +58,7 @@ pub const TEMPLATES: &[TemplateSource] = &[
     ),
     template!(
         "client.service.j2",
-        r#"{"app": "site", "unit_prefix": "plone-site", "deploy_to": "/srv/www/site", "user": "plone", "group": "plone", "environment": ["\"TZ=UTC\""], "exec_start": "/srv/www/site/current/bin/%i console", "stop_timeout": 60}"#
+        r#"{"app": "site", "unit_prefix": "plone-site", "deploy_to": "/srv/www/site", "user": "plone", "group": "plone", "environment_file": "/etc/provision/plone-site.env", "exec_start": "/srv/www/site/current/bin/%i console", "stop_timeout": 60}"#
     ),
     template!(
         "logrotate.j2",

@@ -39,6 +39,10 @@ pub struct InstanceSettings {
     /// Environment of the clients (`deploy.<app>.environment`). Rendered sorted; `TMP`, `TEMP`
     /// and Ruby/Rails/Rack variables are dropped, as the cookbook does.
     pub environment: BTreeMap<String, String>,
+    /// More environment for the clients that holds passwords (the Celery broker's URL): only
+    /// in the clients' environment file (root:group, 0640), never in deploy.cfg or zope.conf,
+    /// which any user of the host can read.
+    pub private_environment: BTreeMap<String, String>,
     /// Send the event log to syslog (`plone_instances.syslog_facility` / `syslog_level`).
     pub syslog: Option<Syslog>,
     /// The id of the Plone site (health checks, VHM).
@@ -252,6 +256,7 @@ impl InstanceSettings {
             shared_blobs: true,
             blob_dir: None,
             environment: BTreeMap::new(),
+            private_environment: BTreeMap::new(),
             syslog: None,
             site_id: "Plone".to_string(),
             os_packages: Vec::new(),
@@ -273,6 +278,11 @@ impl InstanceSettings {
     /// Worker threads per client.
     pub fn threads(&self) -> u32 {
         self.zserver_threads.unwrap_or(2)
+    }
+
+    /// The clients' environment file, read by systemd: `/etc/provision/plone-<app>.env`.
+    pub fn environment_file(&self) -> String {
+        format!("/etc/provision/plone-{}.env", self.app)
     }
 
     /// The systemd template unit, e.g. `plone-site@.service`.

@@ -214,7 +214,8 @@ fn setup_resources_in_order() {
         services,
         [
             "service:plone-plone_instances@client1",
-            "service:plone-plone_instances@client2"
+            "service:plone-plone_instances@client2",
+            "script:plone-plone_instances-surplus-clients",
         ]
     );
     let logrotate = instances::render_logrotate(&s, &t).unwrap();

@@ -128,9 +128,10 @@ pub fn settings(
         blob_dir: shares_store.then(|| super::blobs::store(stack).dir),
         environment: {
             let mut environment = deploy.environment.clone();
-            environment.extend(super::optional::client_environment(stack, host)?);
+            environment.extend(super::optional::solr_environment(stack)?);
             environment
         },
+        private_environment: super::optional::broker_environment(stack, host)?,
         syslog: pi.syslog_facility.as_ref().map(|facility| Syslog {
             facility: facility.clone(),
             level: pi.syslog_level.clone(),

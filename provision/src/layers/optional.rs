@@ -139,16 +139,21 @@ pub fn solr(
         .with_context(|| format!("host {}: the solr layer", context.host.name))
 }
 
-/// What the clients need in their environment from the optional layers: collective.celery's
-/// broker settings and collective.solr's connection.
-pub fn client_environment(
+/// What the clients need in their environment from the Celery layer: collective.celery's
+/// broker settings. Private: the broker URL holds its password.
+pub fn broker_environment(
     stack: &Stack,
     host: &HostSpec,
 ) -> anyhow::Result<BTreeMap<String, String>> {
+    Ok(worker_settings(stack, host)?
+        .map(|workers| provision_celery::client_environment(&workers))
+        .unwrap_or_default())
+}
+
+/// What the clients need in their environment from the Solr layer: collective.solr's
+/// connection.
+pub fn solr_environment(stack: &Stack) -> anyhow::Result<BTreeMap<String, String>> {
     let mut environment = BTreeMap::new();
-    if let Some(workers) = worker_settings(stack, host)? {
-        environment.extend(provision_celery::client_environment(&workers));
-    }
     let pi = &stack.attributes().plone_instances;
     let solr = &stack.attributes().plone_solr;
     if pi.solr_enabled {
@@ -221,8 +226,7 @@ solr_enabled = true
         assert_eq!(s.cores, ["plone"]);
         assert_eq!(s.heap_mb, 4096);
         assert_eq!(s.allowed_clients, ["10.0.0.11"]);
-        let app1 = stack.host("app1").unwrap();
-        let env = client_environment(&stack, app1).unwrap();
+        let env = solr_environment(&stack).unwrap();
         assert_eq!(env["COLLECTIVE_SOLR_HOST"], "10.0.0.30");
         assert_eq!(env["COLLECTIVE_SOLR_PORT"], "8983");
         assert_eq!(env["COLLECTIVE_SOLR_BASE"], "/solr/plone");
@@ -264,8 +268,7 @@ solr_enabled = true
             "{install:?}"
         );
         // The clients use the first core, on the port.
-        let app1 = stack.host("app1").unwrap();
-        let env = client_environment(&stack, app1).unwrap();
+        let env = solr_environment(&stack).unwrap();
         assert_eq!(env["COLLECTIVE_SOLR_PORT"], "8990");
         assert_eq!(env["COLLECTIVE_SOLR_BASE"], "/solr/site");
         // One core may be written as a string.
