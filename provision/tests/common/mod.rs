@@ -271,3 +271,96 @@ pub fn zope_http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, 
         response.get(split + 4..).unwrap_or_default().to_vec(),
     )
 }
+
+/// A bounded load loop from the controller: `workers` threads of sequential HTTP/1.0 GETs of
+/// `path` at `address` (bridge addresses only) until stopped, each at most 20 000 requests
+/// or 15 minutes.
+pub struct LoadLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<LoadReport>>,
+}
+
+/// What a load loop saw: each request's latency, and the statuses that were not 200 (0: no
+/// answer).
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub latencies: Vec<Duration>,
+    pub failures: Vec<u16>,
+}
+
+impl LoadReport {
+    /// The latency below which `percent` of the requests finished.
+    pub fn percentile(&self, percent: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((percent / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+}
+
+impl LoadLoop {
+    pub fn start(address: &str, path: &str, workers: usize) -> LoadLoop {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..workers)
+            .map(|_| {
+                let (stop, address, path) = (stop.clone(), address.to_string(), path.to_string());
+                std::thread::spawn(move || {
+                    let start = Instant::now();
+                    let mut report = LoadReport::default();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && report.latencies.len() < 20_000
+                        && start.elapsed() < Duration::from_secs(900)
+                    {
+                        let sent = Instant::now();
+                        let status = http_get_status(&address, &path);
+                        report.latencies.push(sent.elapsed());
+                        if status != 200 {
+                            report.failures.push(status);
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    report
+                })
+            })
+            .collect();
+        LoadLoop { stop, workers }
+    }
+
+    /// Stop and merge what every worker saw.
+    pub fn stop(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = LoadReport::default();
+        for worker in self.workers {
+            let report = worker.join().expect("a load worker");
+            all.latencies.extend(report.latencies);
+            all.failures.extend(report.failures);
+        }
+        all
+    }
+}
+
+/// One HTTP/1.0 GET: the status, or 0 when there was no answer within 30 s.
+pub fn http_get_status(address: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5))
+    else {
+        return 0;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").is_err() {
+        return 0;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
