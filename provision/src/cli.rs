@@ -139,6 +139,10 @@ pub enum CommandKind {
         #[command(subcommand)]
         command: BlobsCommand,
     },
+    /// Print the stack file reference as Markdown: every layer, table and attribute with its
+    /// type, default and description, from the definitions the stack file is validated with
+    /// (docs/stack-reference.md is its output).
+    Reference,
     /// Local test hosts (systemd-nspawn) for a stack.
     Sandbox(SandboxArgs),
     /// Write a commented starter stack file: one host, a small ZEO cluster, or a RelStorage

@@ -1,4 +1,5 @@
-//! `provision completions SHELL` and `provision man`: generated from the CLI definition.
+//! `provision completions SHELL` and `provision man`, generated from the CLI definition, and
+//! `provision reference`, generated from the stack file's.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -29,5 +30,11 @@ pub fn man(dir: &Path) -> anyhow::Result<ExitCode> {
         dir.display(),
         dir.join("provision.1").display()
     );
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// Prints the stack file reference (docs/stack-reference.md) on stdout.
+pub fn reference() -> anyhow::Result<ExitCode> {
+    crate::out!("{}", provision_core::stack::reference_markdown());
     Ok(ExitCode::from(EXIT_OK))
 }

@@ -119,5 +119,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         CommandKind::Init(args) => init::run(&args),
         CommandKind::Completions { shell } => cli_docs::completions(shell),
         CommandKind::Man { out } => cli_docs::man(&out),
+        CommandKind::Reference => cli_docs::reference(),
     }
 }

@@ -36,6 +36,7 @@ mod layer;
 mod locate;
 mod merge;
 mod model;
+mod reference;
 mod secrets;
 mod validate;
 
@@ -58,6 +59,7 @@ pub use discovery::{Backend, DiscoveryError, Endpoint};
 pub use error::{Location, Problem, ProblemKind, StackError, nearest};
 pub use layer::{Layer, UnknownLayer};
 pub use model::{App, AppKind, HostSpec, SshDefaults};
+pub use reference::{REFERENCE_COMMAND, reference_markdown};
 pub use secrets::{MASK, MASK_MIN_LEN, SECRET_ENV_PREFIX, SecretString, Secrets};
 
 use locate::{Part, Seg, Sources};

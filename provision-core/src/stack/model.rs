@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,7 @@ pub(crate) struct StackFile {
 }
 
 /// `[stack]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StackTable {
     /// The stack's name. Required.
@@ -42,7 +43,7 @@ pub(crate) struct StackTable {
 }
 
 /// `[stack.ssh]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct SshTable {
     /// The login user. Default `"root"`; another user needs passwordless sudo.
@@ -78,7 +79,7 @@ impl Default for SshTable {
 }
 
 /// `[hosts.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HostTable {
     /// The address SSH connects to. Required.
@@ -102,7 +103,7 @@ pub(crate) struct HostTable {
 }
 
 /// `[apps.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AppTable {
     /// The git repository of the site's buildout (or package). Required.
@@ -149,7 +150,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
 }
 
 /// How an app is built.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AppKind {
     /// zc.buildout: bootstrap, then `bin/buildout -c deploy.cfg`.

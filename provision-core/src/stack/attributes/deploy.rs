@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{opt_string_or_number, string_or_list};
@@ -14,7 +15,7 @@ const BUILDOUT_SHARED_DIRS: [&str; 4] = ["eggs", "downloads", "extends", "var"];
 
 /// `deploy.<app>`: how an app is built and deployed. The `buildout_*` keys override the
 /// cookbook's `deploy_buildout` defaults, which are the defaults here.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeployApp {
     /// Files `deploy.cfg` extends after `plone_instances.base_config` (and
@@ -205,7 +206,7 @@ fn union(defaults: &[&str], extra: &[String]) -> Vec<String> {
 }
 
 /// One entry of `deploy.<app>.buildout_init_commands`: a program run from the release.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitCommand {
     /// The program's name. Required.
@@ -230,7 +231,7 @@ pub struct InitCommand {
 }
 
 /// One entry of `deploy.<app>.buildout_cache_archives`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheArchive {
     /// The tarball's URL. Required.
@@ -250,7 +251,7 @@ pub struct CacheArchive {
 }
 
 /// `deploy.<app>.database`: the OpsWorks App data source.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeployDatabase {
     /// The database host.

@@ -1,11 +1,12 @@
 //! `nginx_plone`, `varnish_plone` and `haproxy`: the `lb` layer.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::stack::secrets::SecretString;
 
 /// `nginx_plone`: the nginx site in front of Varnish and HAProxy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NginxPlone {
     /// Server-side includes (`ssi on`) on proxied pages. Default `false`.
@@ -50,7 +51,7 @@ impl Default for NginxPlone {
 }
 
 /// `varnish_plone`: the Varnish cache.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct VarnishPlone {
     /// Put Varnish between nginx and HAProxy on the `lb` hosts. Default false. (The cookbook
@@ -75,7 +76,7 @@ impl Default for VarnishPlone {
 
 /// `haproxy`: the balancer in front of every Plone client. The cookbook's overrides of the
 /// OpsWorks HAProxy layer, plus the OpsWorks keys it kept.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Haproxy {
     /// The balancing algorithm. Default `"leastconn"` (OpsWorks: `roundrobin`).

@@ -13,6 +13,7 @@ mod system;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +30,7 @@ pub use system::{
 
 /// All attributes of a stack: the stack file's `[attributes]`, with the custom JSON merged over
 /// it, over these defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Attributes {
     /// Plone instances (ZEO clients): count, ZODB settings, discovery of ZEO, RelStorage,

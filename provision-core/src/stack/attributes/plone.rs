@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::opt_string_or_list;
@@ -9,7 +10,7 @@ use crate::stack::layer::Layer;
 use crate::stack::secrets::SecretString;
 
 /// `plone_instances`: the Plone instances (ZEO clients) of the `plone_instances` layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PloneInstances {
     /// The app (`[apps.NAME]`) the instances deploy. Default `"plone_instances"`; a stack with
@@ -233,7 +234,7 @@ impl PloneInstances {
 }
 
 /// `plone_instances.relstorage`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelStorage {
     /// The database connection. Without `dsn` or `host`, the first `postgres` host is used.
@@ -288,7 +289,7 @@ impl Default for RelStorage {
 }
 
 /// The NFS server of the `shared_blobs` layer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NfsServer {
     /// nfs-kernel-server.
@@ -299,7 +300,7 @@ pub enum NfsServer {
 }
 
 /// The RelStorage database type.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DbType {
     /// PostgreSQL (also written `postgresql`).
@@ -313,7 +314,7 @@ pub enum DbType {
 }
 
 /// `plone_instances.relstorage.db`: either a `dsn`, or `name`/`host`/`port`/`user`/`password`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelStorageDb {
     /// The database type. Default `postgres`.
@@ -336,7 +337,7 @@ pub struct RelStorageDb {
 }
 
 /// `plone_instances.zeo`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Zeo {
     /// A fixed ZEO server as `host:port` (or `host`, port 8001). Default none: the first host
@@ -345,7 +346,7 @@ pub struct Zeo {
 }
 
 /// `plone_instances.broker`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Broker {
     /// A fixed Redis host. Default none: the first host of `broker_layer`.
@@ -364,7 +365,7 @@ impl Default for Broker {
 }
 
 /// `plone_zeoserver`: the ZEO server of the `zeoserver` layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PloneZeoserver {
     /// The app (`[apps.NAME]`) the ZEO server deploys. Default `"zeoserver"`; a stack with a
@@ -420,7 +421,7 @@ impl Default for PloneZeoserver {
 /// `PREFIX/postgres/`. The keys come only from the
 /// secrets file or the environment: `plone_zeoserver_backup_s3_access_key` and
 /// `plone_zeoserver_backup_s3_secret_key`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackupS3 {
     /// The bucket; it must exist. Default none: the backups stay on the host.
@@ -450,7 +451,7 @@ impl Default for BackupS3 {
 }
 
 /// `plone_blobs`: shared blob storage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PloneBlobs {
     /// The layer that serves the blobs over NFS or GlusterFS. Default `shared_blobs`.
@@ -506,7 +507,7 @@ impl Default for PloneBlobs {
 }
 
 /// `plone_solr`: the Solr server of the `solr` layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PloneSolr {
     /// The app (`[apps.NAME]`) the Solr layer deploys. Default `"solr"`; a stack with a single

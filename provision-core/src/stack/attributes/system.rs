@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -10,7 +11,7 @@ use super::string_or_number;
 use crate::stack::secrets::SecretString;
 
 /// `tmpdir`: temporary files.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tmpdir {
     /// Link the instances' `shared/var/tmp` to `/tmp`. Default `false`.
@@ -32,7 +33,7 @@ impl Default for Tmpdir {
 }
 
 /// `system`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct System {
     /// The hosts' timezone, such as `"Europe/Berlin"`. Default none: left as it is.
@@ -40,7 +41,7 @@ pub struct System {
 }
 
 /// `ebs_snapshots`: a daily snapshot of the host's EBS volumes (AWS only).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EbsSnapshots {
     /// Snapshots to keep per volume. Default 15.
@@ -76,7 +77,7 @@ impl Default for EbsSnapshots {
 }
 
 /// `s3fs_fuse`: S3 buckets mounted as directories.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3fsFuse {
     /// The S3 access key id. Default none; better kept in the secrets file as
@@ -104,7 +105,7 @@ impl Default for S3fsFuse {
 }
 
 /// One entry of `s3fs_fuse.mounts`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3fsMount {
     /// The bucket. Required.
@@ -121,7 +122,7 @@ pub struct S3fsMount {
 }
 
 /// `newrelic`: the New Relic agents (the `newrelic` cookbook's attributes).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Newrelic {
     /// The license key. Default none; better kept in the secrets file as `newrelic_license`.
@@ -139,7 +140,7 @@ pub struct Newrelic {
 }
 
 /// `new_relic`: which host agent runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewRelic {
     /// The server monitor agent. Default `true`.
@@ -158,7 +159,7 @@ impl Default for NewRelic {
 }
 
 /// `papertrail`: remote syslog.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Papertrail {
     /// The Papertrail host, such as `logs.papertrailapp.com`. Default none: off.
@@ -171,7 +172,7 @@ pub struct Papertrail {
 }
 
 /// `traceview`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Traceview {
     /// The TraceView access key. Default none; better kept in the secrets file as
@@ -180,7 +181,7 @@ pub struct Traceview {
 }
 
 /// `apt`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Apt {
     /// Unattended upgrades.
@@ -188,7 +189,7 @@ pub struct Apt {
 }
 
 /// `apt.unattended_upgrades`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct UnattendedUpgrades {
     /// Install security upgrades automatically. Default `true`.
@@ -213,7 +214,7 @@ impl Default for UnattendedUpgrades {
 }
 
 /// `redis`.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Redis {
     /// `redis.conf` settings: name → value, written as given (`maxmemory = "256mb"`).
