@@ -186,7 +186,12 @@ pub fn fingerprint(
     templates: &Templates,
 ) -> Result<String, PloneError> {
     let files = config_files(settings, templates)?;
-    Ok(sha256_hex(manifest(settings, &files).as_bytes()))
+    Ok(fingerprint_of(settings, &files))
+}
+
+/// [`fingerprint`] of a release whose generated files are `files` ([`prepare_release_of`]).
+pub fn fingerprint_of(settings: &InstanceSettings, files: &[ConfigFile]) -> String {
+    sha256_hex(manifest(settings, files).as_bytes())
 }
 
 #[derive(Serialize)]
@@ -264,7 +269,19 @@ pub fn prepare_release(
     templates: &Templates,
 ) -> Result<Command, PloneError> {
     let files = config_files(settings, templates)?;
-    let manifest = manifest(settings, &files);
+    prepare_release_of(settings, &files, source, templates)
+}
+
+/// [`prepare_release`] with these generated files instead of the clients' (`settings.clients`
+/// may be empty): how another layer (the ZEO server's buildout mode) builds its releases.
+pub fn prepare_release_of(
+    settings: &InstanceSettings,
+    files: &[ConfigFile],
+    source: &Source,
+    templates: &Templates,
+) -> Result<Command, PloneError> {
+    settings.validate_release()?;
+    let manifest = manifest(settings, files);
     let (git_url, revision, source_description) = match source {
         Source::Git { url, revision } => {
             if url.is_empty() || url.contains(['\n', '\r']) {
@@ -383,7 +400,7 @@ pub fn switch_current(
     release: &str,
     templates: &Templates,
 ) -> Result<String, PloneError> {
-    settings.validate()?;
+    settings.validate_release()?;
     Ok(templates.render(
         SWITCH_TEMPLATE,
         &ReleaseContext {
@@ -396,7 +413,7 @@ pub fn switch_current(
 /// Point `current` back at `previous`; fails with a clear message when there is none. Prints
 /// `@current=` (now live), `@rolled_back_from=` and `@previous=` (the new previous release).
 pub fn rollback(settings: &InstanceSettings, templates: &Templates) -> Result<String, PloneError> {
-    settings.validate()?;
+    settings.validate_release()?;
     Ok(templates.render(ROLLBACK_TEMPLATE, &common(settings))?)
 }
 
@@ -406,7 +423,7 @@ pub fn prune_releases(
     settings: &InstanceSettings,
     templates: &Templates,
 ) -> Result<String, PloneError> {
-    settings.validate()?;
+    settings.validate_release()?;
     Ok(templates.render(
         PRUNE_TEMPLATE,
         &PruneContext {
@@ -422,7 +439,7 @@ pub fn release_status(
     settings: &InstanceSettings,
     templates: &Templates,
 ) -> Result<String, PloneError> {
-    settings.validate()?;
+    settings.validate_release()?;
     Ok(templates.render(STATUS_TEMPLATE, &common(settings))?)
 }
 

@@ -150,24 +150,11 @@ pub fn resources(
         return Ok(resources);
     }
     let (user, group) = (settings.user.as_str(), settings.group.as_str());
-    let dir =
-        |path: String| -> Resource { Directory::new(path).owner(user, group).mode(0o755).into() };
+    let shared = settings.shared_dir();
     resources.push(packages(settings).into());
     resources.push(Group::system(group).into());
     resources.push(User::system(user).group(group).into());
-    resources.push(dir(settings.deploy_to.clone()));
-    resources.push(dir(settings.releases_dir()));
-    let shared = settings.shared_dir();
-    resources.push(dir(shared.clone()));
-    for link in &settings.deploy.shared_links {
-        resources.push(dir(format!("{shared}/{}", link.shared)));
-    }
-    resources.push(dir(format!("{shared}/var/log")));
-    for archive in &settings.deploy.cache_archives {
-        resources.push(cache_archive(settings, archive).into());
-    }
-    // The cookbook's `shared/log`, where logs are looked for.
-    resources.push(Symlink::new(format!("{shared}/log"), "var/log").into());
+    resources.extend(release_dirs(settings)?);
     if let Some(blob_dir) = &settings.blob_dir {
         resources.push(
             Directory::new(blob_dir.clone())
@@ -202,6 +189,32 @@ pub fn resources(
         .validate(LOGROTATE_CHECK)
         .into(),
     );
+    Ok(resources)
+}
+
+/// The directories the release scripts need (`deploy_to`, `releases`, `shared` with its
+/// shared directories and `var/log`), owned by the app user; also for apps without clients
+/// (the ZEO server's buildout mode).
+pub fn release_dirs(settings: &InstanceSettings) -> Result<Vec<Resource>, PloneError> {
+    settings.validate_release()?;
+    let (user, group) = (settings.user.as_str(), settings.group.as_str());
+    let dir =
+        |path: String| -> Resource { Directory::new(path).owner(user, group).mode(0o755).into() };
+    let shared = settings.shared_dir();
+    let mut resources = vec![
+        dir(settings.deploy_to.clone()),
+        dir(settings.releases_dir()),
+        dir(shared.clone()),
+    ];
+    for link in &settings.deploy.shared_links {
+        resources.push(dir(format!("{shared}/{}", link.shared)));
+    }
+    resources.push(dir(format!("{shared}/var/log")));
+    for archive in &settings.deploy.cache_archives {
+        resources.push(cache_archive(settings, archive).into());
+    }
+    // The cookbook's `shared/log`, where logs are looked for.
+    resources.push(Symlink::new(format!("{shared}/log"), "var/log").into());
     Ok(resources)
 }
 

@@ -309,14 +309,7 @@ impl InstanceSettings {
 
     /// Check what would make a broken config, unit or script.
     pub fn validate(&self) -> Result<(), PloneError> {
-        check_name("app", &self.app)?;
-        check_name("user", &self.user)?;
-        check_name("group", &self.group)?;
-        check_absolute("deploy_to", &self.deploy_to)?;
-        check_absolute("python", &self.python)?;
-        if self.deploy_to == "/" {
-            return Err(PloneError::invalid("deploy_to", "/", "must not be /"));
-        }
+        self.validate_release()?;
         if self.clients.is_empty() {
             return Err(PloneError::invalid(
                 "clients",
@@ -367,6 +360,31 @@ impl InstanceSettings {
                 }
             }
             seen.push((&client.name, client.port));
+        }
+        if let AppKind::Pip(_) = &self.kind {
+            for client in &self.clients {
+                if client.storage_section.trim().is_empty() {
+                    return Err(PloneError::invalid(
+                        "storage_section",
+                        &client.name,
+                        "the pip kind needs each client's zope.conf storage section",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Check what the release steps need (everything but the clients): a release of an app
+    /// without clients, such as the ZEO server's, is built and switched by the same scripts.
+    pub fn validate_release(&self) -> Result<(), PloneError> {
+        check_name("app", &self.app)?;
+        check_name("user", &self.user)?;
+        check_name("group", &self.group)?;
+        check_absolute("deploy_to", &self.deploy_to)?;
+        check_absolute("python", &self.python)?;
+        if self.deploy_to == "/" {
+            return Err(PloneError::invalid("deploy_to", "/", "must not be /"));
         }
         if let Some(host) = &self.http_host {
             check_word("http_host", host)?;
@@ -420,15 +438,6 @@ impl InstanceSettings {
                 check_relative("requirements", &p.requirements)?;
                 if let Some(constraints) = &p.constraints {
                     check_relative("constraints", constraints)?;
-                }
-                for client in &self.clients {
-                    if client.storage_section.trim().is_empty() {
-                        return Err(PloneError::invalid(
-                            "storage_section",
-                            &client.name,
-                            "the pip kind needs each client's zope.conf storage section",
-                        ));
-                    }
                 }
             }
         }

@@ -61,7 +61,11 @@ pub const TEMPLATES: &[TemplateSource] = &[
     ),
     template!(
         "zeoserver.service.j2",
-        r#"{"address": "10.0.0.5:8001", "user": "zeo", "group": "zeo", "venv": "/opt/provision/zeo", "config": "/etc/provision/zeo/zeo.conf", "venv_unit": "provision-zeo-venv.service"}"#
+        r#"{"address": "10.0.0.5:8001", "user": "zeo", "group": "zeo", "exec_start": "/opt/provision/zeo/bin/runzeo -C /etc/provision/zeo/zeo.conf", "after": "network-online.target provision-zeo-venv.service"}"#
+    ),
+    template!(
+        "zeoserver.buildout.j2",
+        r#"{"extends": ["cfg/base.cfg"], "address": "10.0.0.5:8001", "data_fs": "/var/lib/zeo/filestorage/Data.fs", "blob_dir": "/var/lib/zeo/blobstorage", "invalidation_queue_size": 100, "pack_days": 7, "pack_gc": false, "log_file": "/var/log/zeo/zeoserver.log", "syslog_facility": "local3", "syslog_level": "INFO"}"#
     ),
     template!(
         "zeo-backup.sh.j2",

@@ -1,6 +1,9 @@
-//! The ZEO server of the `zeoserver` layer, in pip mode: a virtualenv with ZEO, `zeo.conf`
+//! The ZEO server of the `zeoserver` layer. Venv mode: a virtualenv with ZEO, `zeo.conf`
 //! (FileStorage `1` with its blob directory, bound to the host's private address), a systemd
 //! unit running `runzeo` as its own user, and the backup and pack jobs as systemd timers.
+//! Buildout mode ([`ZeoServerSettings::release_dir`]): the same, but ZEO runs from a release of
+//! the app, built by its `zeoserver` part with the options of [`deploy_cfg`]; the virtualenv
+//! stays, for the backups' repozo and the packs' zeopack.
 //!
 //! The server runs as user `zeo` by default. When its blob directory is also the instances'
 //! shared blob directory (`shared-blob-dir on`), it must run as the instances' user instead:
@@ -30,6 +33,8 @@ pub const PACK_JOB: &str = "zeoserver-pack";
 pub const BACKUP_SCRIPT: &str = "/usr/local/sbin/provision-zeo-backup";
 /// The restore script (see its head for the arguments).
 pub const RESTORE_SCRIPT: &str = "/usr/local/sbin/provision-zeo-restore";
+/// The buildout part of the ZEO server in buildout mode (the cookbook's convention).
+pub const PART: &str = "zeoserver";
 /// The storage name clients ask for.
 pub const STORAGE: &str = "1";
 /// The cookbook's ZEO port.
@@ -92,6 +97,12 @@ pub struct ZeoServerSettings {
     pub pack_days: u32,
     /// systemd calendar of the pack. Default `Sun *-*-* 01:00:00 UTC` (the cookbook's cron).
     pub pack_on_calendar: String,
+    /// Buildout mode (`plone_zeoserver.mode = "buildout"`): the app's `deploy_to`. ZEO then runs
+    /// the `runzeo` of the `zeoserver` part of `<release_dir>/current` (with the part's
+    /// `zeo.conf`), a
+    /// release the deploy builds from [`deploy_cfg`] (and restarts ZEO into); the virtualenv
+    /// only provides repozo and zeopack. Default none: venv mode.
+    pub release_dir: Option<String>,
 }
 
 impl ZeoServerSettings {
@@ -124,6 +135,17 @@ impl ZeoServerSettings {
             enable_pack: true,
             pack_days: 7,
             pack_on_calendar: "Sun *-*-* 01:00:00 UTC".to_string(),
+            release_dir: None,
+        }
+    }
+
+    /// What the unit runs: the venv's `runzeo` with provision's `zeo.conf`, or (buildout mode)
+    /// the live release's, with the `zeo.conf` its `zeoserver` part rendered.
+    pub fn exec_start(&self) -> String {
+        match &self.release_dir {
+            None => format!("{}/bin/runzeo -C {}", self.venv, self.config_path()),
+            // The part's runzeo passes its own `-C etc/zeo.conf` (a second one is refused).
+            Some(dir) => format!("{dir}/current/parts/{PART}/bin/runzeo"),
         }
     }
 
@@ -179,6 +201,9 @@ impl ZeoServerSettings {
         }
         if let Some(target) = &self.blob_link {
             check_path("blob_link", target)?;
+        }
+        if let Some(dir) = &self.release_dir {
+            check_path("release_dir", dir)?;
         }
         self.venv().check()?;
         if let Some(facility) = &self.syslog_facility
@@ -276,9 +301,8 @@ struct UnitContext<'a> {
     address: String,
     user: &'a str,
     group: &'a str,
-    venv: &'a str,
-    config: String,
-    venv_unit: String,
+    exec_start: String,
+    after: String,
 }
 
 /// The rendered `zeoserver.service`.
@@ -290,9 +314,61 @@ pub fn unit(settings: &ZeoServerSettings, templates: &Templates) -> Result<Strin
             address: settings.address(),
             user: &settings.user,
             group: &settings.group,
-            venv: &settings.venv,
-            config: settings.config_path(),
-            venv_unit: settings.venv().unit_name(),
+            exec_start: settings.exec_start(),
+            after: match settings.release_dir {
+                None => format!("network-online.target {}", settings.venv().unit_name()),
+                Some(_) => "network-online.target".to_string(),
+            },
+        },
+    )?)
+}
+
+#[derive(Serialize)]
+struct BuildoutContext<'a> {
+    extends: &'a [String],
+    address: String,
+    data_fs: String,
+    blob_dir: &'a str,
+    invalidation_queue_size: u32,
+    pack_days: u32,
+    pack_gc: bool,
+    log_file: String,
+    syslog_facility: Option<&'a str>,
+    syslog_level: String,
+}
+
+/// Buildout mode: the `deploy.cfg` of the ZEO server's releases. It extends `extends` (the
+/// app's configs, which define the `zeoserver` part), builds only that part, and sets what
+/// venv mode's `zeo.conf` has: the host's private address, the FileStorage, the blob
+/// directory and the log.
+pub fn deploy_cfg(
+    settings: &ZeoServerSettings,
+    extends: &[String],
+    templates: &Templates,
+) -> Result<String, Error> {
+    settings.check()?;
+    if let Some(bad) = extends
+        .iter()
+        .find(|e| e.trim().is_empty() || e.contains(char::is_whitespace))
+    {
+        return Err(invalid(
+            "extends",
+            format!("{bad:?} is not one buildout config"),
+        ));
+    }
+    Ok(templates.render(
+        "zeo/zeoserver.buildout.j2",
+        &BuildoutContext {
+            extends,
+            address: settings.address(),
+            data_fs: settings.data_fs(),
+            blob_dir: &settings.blob_dir,
+            invalidation_queue_size: settings.invalidation_queue_size,
+            pack_days: settings.pack_days,
+            pack_gc: settings.pack_gc,
+            log_file: settings.log_file(),
+            syslog_facility: settings.syslog_facility.as_deref(),
+            syslog_level: settings.syslog_level.to_ascii_uppercase(),
         },
     )?)
 }
@@ -480,6 +556,23 @@ pub fn pack_timer(settings: &ZeoServerSettings) -> Timer {
     }
 }
 
+/// Buildout mode: the server enabled and running, for after a deploy (which restarts it when
+/// it built a new release; this starts it when it is stopped).
+pub fn release_service() -> Resource {
+    Service::running(SERVICE).into()
+}
+
+/// Buildout mode: restart the server into the release `current` points at now; fails with
+/// the end of its journal when it is not running 3 s later (a `Type=simple` unit "starts" even
+/// when the server exits at once).
+pub fn restart_command() -> String {
+    format!(
+        "systemctl enable --quiet {SERVICE} && systemctl restart {SERVICE} && sleep 3 && \
+         {{ systemctl is-active --quiet {SERVICE} || {{ echo '@error={SERVICE} did not stay up'; \
+         journalctl -u {SERVICE} -n 20 --no-pager >&2; exit 1; }}; }}"
+    )
+}
+
 /// What runs a job now, on the ZEO host (`provision backup`, `provision pack`): the job's
 /// oneshot service, which `systemctl start` waits for.
 pub fn run_now_command(job: &str) -> String {
@@ -538,17 +631,22 @@ pub fn resources(
                     .into(),
             );
             resources.extend(venv.resources(templates)?);
-            let config = File::new(settings.config_path(), zeo_conf(settings, templates)?)
-                .owner("root", &settings.group)
-                .mode(0o640)
-                .validate(validate_command(settings));
-            let unit = Unit::new(format!("{SERVICE}.service"), unit(settings, templates)?);
-            let restart_on = [
-                Resource::from(config.clone()).id(),
-                Resource::from(unit.clone()).id(),
-                venv.requirements_id(),
-            ];
-            resources.push(config.into());
+            let mut unit = Unit::new(format!("{SERVICE}.service"), unit(settings, templates)?);
+            let mut restart_on = Vec::new();
+            if settings.release_dir.is_none() {
+                let config = File::new(settings.config_path(), zeo_conf(settings, templates)?)
+                    .owner("root", &settings.group)
+                    .mode(0o640)
+                    .validate(validate_command(settings));
+                restart_on.push(Resource::from(config.clone()).id());
+                restart_on.push(Resource::from(unit.clone()).id());
+                restart_on.push(venv.requirements_id());
+                resources.push(config.into());
+            } else {
+                // ExecStart points into a release that the first deploy makes.
+                unit = unit.without_verify();
+                restart_on.push(Resource::from(unit.clone()).id());
+            }
             resources.push(unit.into());
             resources.push(
                 File::new(BACKUP_SCRIPT, backup_script(settings, templates)?)
@@ -575,6 +673,10 @@ pub fn resources(
             }
             resources.push(empty_filestorage(settings).into());
             let mut service = Service::running(SERVICE);
+            if settings.release_dir.is_some() {
+                // The deploy starts it once a release is live (see `release_service`).
+                service.state = None;
+            }
             for id in restart_on {
                 service = service.restart_on(id);
             }

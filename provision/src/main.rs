@@ -13,6 +13,7 @@ mod restore;
 mod run;
 mod sandbox_cmd;
 mod session;
+mod zeo_release;
 
 use std::process::ExitCode;
 

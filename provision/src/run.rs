@@ -16,7 +16,7 @@ use crate::deploy::{self, DeployOutcome, HostDeploy};
 use crate::layers::{self, HostContext};
 use crate::output::{count, print_reports};
 use crate::session::{FactsByHost, Session, StderrProgress};
-use crate::{BadInput, EXIT_HOST_FAILED, EXIT_OK};
+use crate::{BadInput, EXIT_HOST_FAILED, EXIT_OK, zeo_release};
 
 /// `plan`, `up`, `setup`, `configure`.
 pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow::Result<ExitCode> {
@@ -94,6 +94,36 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
         None
     };
     let mut deploys = Vec::new();
+    if let Some(revision) = release_phase {
+        let converged: Vec<&str> = reports
+            .iter()
+            .filter(|r| !r.is_failed())
+            .map(|r| r.host.as_str())
+            .collect();
+        let hosts: Vec<(Host, Facts)> = handles
+            .iter()
+            .filter(|h| converged.contains(&h.name()))
+            .filter_map(|h| {
+                let facts = all_facts.get(h.name())?.clone();
+                Some((h.clone(), facts))
+            })
+            .collect();
+        // The ZEO server's release (buildout mode) first: the clients need the server.
+        let zeo_revision = match revision {
+            ReleaseRevision::App => zeo_release::Revision::App,
+            ReleaseRevision::Live => zeo_release::Revision::Live,
+        };
+        zeo_release::converge(
+            &session,
+            &hosts,
+            &mut reports,
+            zeo_revision,
+            plan,
+            &templates,
+            &progress,
+        )
+        .await;
+    }
     if let (Some(revision), false) = (release_phase, plan) {
         let converged: Vec<&str> = reports
             .iter()

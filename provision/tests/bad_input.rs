@@ -246,6 +246,21 @@ fn cases() -> Vec<Case> {
         )
         .hidden(&["20250101"]),
         case(
+            "a ZEO server in buildout mode with a pip app",
+            &["plan"],
+            format!(
+                "{}[attributes.plone_zeoserver]\nmode = \"buildout\"\n",
+                BASE.replace("site.git\"\n", "site.git\"\nkind = \"pip\"\n")
+            ),
+            "but the ZEO server's app `site` is of kind `pip`: buildout mode builds the `zeoserver` part of a buildout app",
+        ),
+        case(
+            "a ZEO server in buildout mode sharing the instances' app on one host",
+            &["up"],
+            base("[attributes.plone_zeoserver]\nmode = \"buildout\"\n"),
+            "host `app1` has both the `zeoserver` and the `plone_instances` layer with the same app `site`: their releases would share `/srv/www/site`",
+        ),
+        case(
             "an app kind that does not exist",
             &["deploy"],
             BASE.replace(

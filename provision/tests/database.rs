@@ -896,3 +896,118 @@ fn postgres_dumps_back_up_and_restore_a_relstorage_database() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// `plone_zeoserver.mode = "buildout"`: ZEO built from the Zope example's `zeoserver` part
+/// (real buildout, plone.recipe.zeoserver) as a release on db1, serving two client hosts.
+#[test]
+fn zeo_in_buildout_mode_serves_two_hosts_from_a_release_of_the_app() {
+    let Some(hosts) = fixture::named_blocking(&["db1", "app1", "app2"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = zope_example_repository(dir.path(), &[], "the Zope example");
+    let address = |name: &str| hosts.host(name).address().to_string();
+    write_stack(
+        dir.path(),
+        &hosts,
+        &format!(
+            "[hosts.db1]\naddress = \"{}\"\nlayers = [\"zeoserver\"]\n\
+             [hosts.app1]\naddress = \"{}\"\nlayers = []\n\
+             [hosts.app2]\naddress = \"{}\"\nlayers = []\n\
+             [apps.site]\nrepository = \"{}\"\n\
+             [attributes.plone_zeoserver]\nmode = \"buildout\"\nenable_backup = true\n",
+            address("db1"),
+            address("app1"),
+            address("app2"),
+            repo.display(),
+        ),
+    );
+    let started = Instant::now();
+    let plan = provision(dir.path(), &["plan", "--sandbox", "--host", "db1"], &[]);
+    ok(&plan);
+    let planned = text(&plan.stdout);
+    assert!(planned.contains("release:zeoserver"), "{planned}");
+
+    let up = std::thread::scope(|scope| {
+        let up = scope.spawn(|| provision(dir.path(), &["up", "--sandbox", "--host", "db1"], &[]));
+        let hosts = &hosts;
+        for host in ["app1", "app2"] {
+            scope.spawn(move || client_venv(hosts, host, &[], &["ZEO==6.2", "ZODB==6.4"]));
+        }
+        up.join().unwrap()
+    });
+    ok(&up);
+    eprintln!(
+        "db1 built and clients ready in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    // ZEO runs the release's runzeo, with the part's zeo.conf, as the server's user.
+    let process = sh(
+        &hosts,
+        "db1",
+        "ps -o user=,args= -p $(systemctl show -p MainPID --value zeoserver)",
+    );
+    let current = sh(&hosts, "db1", "readlink /srv/www/site/current");
+    assert!(
+        process.starts_with("zeo ")
+            && process.contains(&format!("{}/parts/zeoserver/etc/zeo.conf", current.trim())),
+        "{process}"
+    );
+    let conf = sh(
+        &hosts,
+        "db1",
+        "cat /srv/www/site/current/parts/zeoserver/etc/zeo.conf",
+    );
+    assert!(
+        conf.contains(&format!("address {}:8001", address("db1")))
+            && conf.contains("/var/lib/zeo/filestorage/Data.fs")
+            && conf.contains("blob-dir /var/lib/zeo/blobstorage"),
+        "{conf}"
+    );
+
+    let config = zeo_client_config(&hosts, "db1");
+    let db1 = address("db1");
+    wait_for("ZEO answers on db1", Duration::from_secs(60), || {
+        connects(&hosts, "app1", &db1, 8001)
+    });
+    zodb(&hosts, "app1", &config, "write buildout");
+    assert_eq!(zodb(&hosts, "app2", &config, "read"), expected("buildout"));
+    assert!(
+        !connects(&hosts, "db1", "127.0.0.1", 8001),
+        "ZEO listens on loopback"
+    );
+
+    // A second `up` changes nothing: no build, no restart.
+    let pid = sh(&hosts, "db1", "systemctl show -p MainPID --value zeoserver");
+    let again = provision(
+        dir.path(),
+        &["up", "--sandbox", "--host", "db1", "--json"],
+        &[],
+    );
+    ok(&again);
+    let report = json(&again);
+    assert_eq!(
+        report["hosts"][0]["outcome"]["status"],
+        "unchanged",
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(
+        sh(&hosts, "db1", "systemctl show -p MainPID --value zeoserver"),
+        pid
+    );
+
+    // Backups keep working (the virtualenv's repozo, on the release's Data.fs).
+    let out = provision(dir.path(), &["backup", "--sandbox"], &[]);
+    ok(&out);
+    assert!(
+        text(&out.stdout).contains("db1: zeoserver-backup done"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(zodb(&hosts, "app1", &config, "read"), expected("buildout"));
+    eprintln!(
+        "ZEO buildout test done in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -298,7 +298,9 @@ fn releases_roll_out_without_a_failed_request_and_bad_ones_change_nothing() {
         failures.len()
     );
 
-    // One client per host now: the second ones stop, are disabled, and leave HAProxy.
+    // One client per host now: the second ones stop, are disabled, and leave HAProxy. (The
+    // broken commit reverted first: `up` deploys the repository's head.)
+    git(&repo, &["revert", "--no-edit", "HEAD"]);
     let stack = std::fs::read_to_string(dir.path().join("stack.toml")).unwrap();
     std::fs::write(
         dir.path().join("stack.toml"),

@@ -86,7 +86,11 @@ fn deploy_rollback_and_a_zeo_restart_under_load_fail_no_request() {
     std::thread::sleep(Duration::from_secs(2));
     let deploy = load.stop();
     ok(&out);
-    assert!(text(&out.stdout).contains("app2: deployed"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("app2: deployed"),
+        "{}",
+        text(&out.stdout)
+    );
     report("during deploy", &deploy);
     assert_no_failure("deploy", &deploy, &out);
 
@@ -106,8 +110,7 @@ fn deploy_rollback_and_a_zeo_restart_under_load_fail_no_request() {
     let back = Instant::now();
     let zeo = format!("{}:8001", db1.address());
     wait_for("ZEO answers again", Duration::from_secs(120), || {
-        std::net::TcpStream::connect_timeout(&zeo.parse().unwrap(), Duration::from_secs(2))
-            .is_ok()
+        std::net::TcpStream::connect_timeout(&zeo.parse().unwrap(), Duration::from_secs(2)).is_ok()
     });
     // Every client has reconnected when a write through it commits.
     for host in ["app1", "app2"] {

@@ -8,7 +8,7 @@ use super::discovery::Endpoint;
 use super::error::{Problem, ProblemKind, StackError, nearest};
 use super::layer::Layer;
 use super::locate::{Located, Part, Seg};
-use super::model::HostSpec;
+use super::model::{AppKind, HostSpec};
 use super::{SECRET_ENV_PREFIX, Stack, app_name_attribute};
 
 /// Every impossible value of the stack, in the order of the stack file's sections.
@@ -29,6 +29,7 @@ pub(crate) fn validate(stack: &Stack) -> Vec<Problem> {
     v.absolute_paths();
     v.solr();
     v.apps();
+    v.zeoserver_mode();
     v.site();
     v.problems
 }
@@ -739,6 +740,70 @@ impl Validator<'_> {
                 format!("`{}` {value}{}, {advice}", located.path, at(&located)),
                 located.location,
             );
+        }
+    }
+
+    /// `plone_zeoserver.mode = "buildout"` builds the `zeoserver` part of a buildout app, into
+    /// a `deploy_to` of its own.
+    fn zeoserver_mode(&mut self) {
+        let stack = self.stack;
+        let zeo_hosts: Vec<&HostSpec> = stack
+            .hosts
+            .iter()
+            .filter(|h| h.has_layer(Layer::Zeoserver))
+            .collect();
+        if stack.attributes.plone_zeoserver.mode != super::ZeoMode::Buildout || zeo_hosts.is_empty()
+        {
+            return;
+        }
+        let mode = self.attribute("plone_zeoserver.mode");
+        let mode_is = format!("`{}` is \"buildout\"{}", mode.path, at(&mode));
+        let Some(app) = stack.app_for(Layer::Zeoserver) else {
+            // Several apps and none of that name: `apps` says so already.
+            if stack.apps.is_empty() {
+                self.push(
+                    format!(
+                        "{mode_is}, but the stack has no app to build the `zeoserver` part of: \
+                         add an `[apps.NAME]` table with the buildout repository, or set \
+                         `mode = \"venv\"`"
+                    ),
+                    mode.location,
+                );
+            }
+            return;
+        };
+        if app.kind != AppKind::Buildout {
+            self.push(
+                format!(
+                    "{mode_is}, but the ZEO server's app `{}` is of kind `pip`: buildout mode \
+                     builds the `zeoserver` part of a buildout app; set `kind = \"buildout\"` on \
+                     a buildout repository (and `plone_zeoserver.app_name` to it), or set \
+                     `mode = \"venv\"`",
+                    app.name
+                ),
+                mode.location,
+            );
+            return;
+        }
+        let same_app = stack
+            .app_for(Layer::PloneInstances)
+            .is_some_and(|a| a.name == app.name);
+        for host in zeo_hosts {
+            if same_app && host.has_layer(Layer::PloneInstances) {
+                self.push(
+                    format!(
+                        "{mode_is}, and host `{}` has both the `zeoserver` and the \
+                         `plone_instances` layer with the same app `{}`: their releases would \
+                         share `{}`; give the ZEO server an app of its own (an \
+                         `[apps.zeoserver]` table with the same repository and another \
+                         `deploy_to`), or set `mode = \"venv\"`",
+                        host.name,
+                        app.name,
+                        app.deploy_to.display()
+                    ),
+                    mode.location.clone(),
+                );
+            }
         }
     }
 

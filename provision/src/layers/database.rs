@@ -6,8 +6,10 @@
 use anyhow::{Context as _, bail};
 use provision_core::phase::Phase;
 use provision_core::resource::Resource;
-use provision_core::stack::{HostSpec, Layer, Stack};
+use provision_core::stack::{HostSpec, Layer, Stack, ZeoMode};
 use provision_core::template::Templates;
+use provision_plone::deploy::ConfigFile;
+use provision_plone::{AppKind as PloneKind, BuildoutSettings, DeploySettings, InstanceSettings};
 use provision_zeo::S3Copies;
 use provision_zeo::client::{DbConnection, RelStorageSettings};
 use provision_zeo::memcached::{self, MemcachedSettings};
@@ -40,6 +42,9 @@ pub fn zeoserver_settings(stack: &Stack, host: &HostSpec) -> anyhow::Result<ZeoS
     settings.syslog_facility = zeo.syslog_facility.clone();
     settings.syslog_level = zeo.syslog_level.clone();
     settings.pack_days = zeo.pack_days;
+    if zeo.mode == ZeoMode::Buildout {
+        settings.release_dir = Some(zeo_app(stack)?.deploy_to.display().to_string());
+    }
     if zeo.enable_backup || !postgres_dumps(stack) {
         settings.s3 = backup_s3(
             stack,
@@ -110,7 +115,80 @@ pub fn zeoserver(
     templates: &Templates,
 ) -> anyhow::Result<Vec<Resource>> {
     let settings = zeoserver_settings(context.stack, context.host)?;
-    Ok(zeoserver::resources(&settings, phase, templates)?)
+    let mut resources = zeoserver::resources(&settings, phase, templates)?;
+    if phase == Phase::Setup
+        && let Some(release) = zeo_release(context.stack, context.host, templates)?
+    {
+        // What the build needs; the release itself is the deploy's (crate::zeo_release).
+        resources.push(provision_plone::instances::packages(&release.settings).into());
+        resources.extend(
+            provision_plone::instances::release_dirs(&release.settings)
+                .map_err(|e| anyhow::anyhow!("host {}: {e}", context.host.name))?,
+        );
+    }
+    Ok(resources)
+}
+
+/// The app whose `zeoserver` part buildout mode builds (the stack checked its kind).
+pub fn zeo_app(stack: &Stack) -> anyhow::Result<&provision_core::stack::App> {
+    stack.app_for(Layer::Zeoserver).context(
+        "plone_zeoserver.mode is \"buildout\", but the stack has no app for the ZEO server: \
+         set plone_zeoserver.app_name",
+    )
+}
+
+/// Buildout mode: the ZEO server's releases, built by the instances' release scripts with
+/// no clients.
+pub struct ZeoRelease {
+    /// Owned and built by the server's user, which runs it.
+    pub settings: InstanceSettings,
+    /// The generated `deploy.cfg` ([`zeoserver::deploy_cfg`]).
+    pub files: Vec<ConfigFile>,
+}
+
+/// The ZEO server's release on `host`, in buildout mode; `None` in venv mode.
+pub fn zeo_release(
+    stack: &Stack,
+    host: &HostSpec,
+    templates: &Templates,
+) -> anyhow::Result<Option<ZeoRelease>> {
+    if stack.attributes().plone_zeoserver.mode != ZeoMode::Buildout {
+        return Ok(None);
+    }
+    let zeo = zeoserver_settings(stack, host)?;
+    let app = zeo_app(stack)?;
+    let deploy = stack.deploy_settings(&app.name);
+    let mut extends = vec![stack.attributes().plone_instances.base_config.clone()];
+    extends.extend(deploy.buildout_extends.iter().cloned());
+    let mut settings =
+        InstanceSettings::new(&app.name, &app.deploy_to.display().to_string(), vec![]);
+    settings.user = zeo.user.clone();
+    settings.group = zeo.group.clone();
+    settings.os_packages = deploy.os_packages.clone();
+    settings.kind = PloneKind::Buildout(BuildoutSettings {
+        config_name: deploy.buildout_config.clone(),
+        extends: extends.clone(),
+        flags: deploy.buildout_flags.clone(),
+        debug: deploy.buildout_debug,
+        buildout_version: (!deploy.buildout_version.is_empty())
+            .then(|| deploy.buildout_version.clone()),
+        bootstrap_params: deploy.buildout_bootstrap_params.clone(),
+        ..BuildoutSettings::default()
+    });
+    settings.deploy = DeploySettings {
+        keep_releases: deploy.keep_releases,
+        always_build_on_deploy: deploy.always_build_on_deploy,
+        ..DeploySettings::buildout()
+    };
+    settings
+        .validate_release()
+        .map_err(|e| anyhow::anyhow!("host {}: the ZEO server's release: {e}", host.name))?;
+    let files = vec![ConfigFile {
+        path: deploy.buildout_config.clone(),
+        content: zeoserver::deploy_cfg(&zeo, &extends, templates)
+            .with_context(|| format!("host {}: the ZEO server's deploy.cfg", host.name))?,
+    }];
+    Ok(Some(ZeoRelease { settings, files }))
 }
 
 /// The RelStorage database's name, role, port and password: `plone_instances.relstorage.db.*`,

@@ -21,7 +21,7 @@ pub use deploy::{CacheArchive, DeployApp, DeployDatabase, InitCommand};
 pub use frontend::{Haproxy, NginxPlone, VarnishPlone};
 pub use plone::{
     BackupS3, Broker, Client, DbType, NfsServer, PloneBlobs, PloneInstances, PloneSolr,
-    PloneZeoserver, RelStorage, RelStorageDb, Zeo, is_site_id,
+    PloneZeoserver, RelStorage, RelStorageDb, Zeo, ZeoMode, is_site_id,
 };
 pub use system::{
     Apt, EbsSnapshots, NewRelic, Newrelic, Papertrail, Redis, S3fsFuse, S3fsMount, System, Tmpdir,

@@ -371,6 +371,12 @@ pub struct PloneZeoserver {
     /// The app (`[apps.NAME]`) the ZEO server deploys. Default `"zeoserver"`; a stack with a
     /// single app uses it whatever its name.
     pub app_name: String,
+    /// How ZEO is installed and run. `"venv"` (default): ZEO from pip in provision's own
+    /// virtualenv (`/opt/provision/zeo`), with a `zeo.conf` provision renders. `"buildout"`
+    /// (the cookbook's way): the app's `zeoserver` part (plone.recipe.zeoserver), built as a
+    /// release under the app's `deploy_to` and run as `bin/zeoserver fg`; it needs an app of
+    /// kind `buildout` (`app_name`, or the stack's only app). Not a cookbook key.
+    pub mode: ZeoMode,
     /// A daily backup (collective.recipe.backup, 21:00 UTC). Default `false` (the cookbook's
     /// README says `true`; its code says `false`).
     pub enable_backup: bool,
@@ -380,9 +386,11 @@ pub struct PloneZeoserver {
     /// the cookbook's fixed value. Not a cookbook key (its RelStorage twin is
     /// `plone_instances.relstorage.pack_days`).
     pub pack_days: u32,
-    /// Where the FileStorage lives (its own volume, ideally); linked as `shared/var/filestorage`.
-    /// Default none: in the app's `shared/var/filestorage` itself. (The cookbook's default was
-    /// `<ephemeral>/shared/zodb/filestorage`, an OpsWorks mount.)
+    /// The directory of the FileStorage (`Data.fs`), ideally on its own volume, in either mode
+    /// (in buildout mode the `zeoserver` part's `file-storage` points there). Default none:
+    /// `/var/lib/zeo/filestorage`, in both modes. (The cookbook's default was
+    /// `<ephemeral>/shared/zodb/filestorage`, an OpsWorks mount, linked as the app's
+    /// `shared/var/filestorage`.)
     pub filestorage_dir: Option<String>,
     /// Mount the blob directory over NFS from the `shared_blobs` layer. Default `false`.
     pub nfs_blobs: bool,
@@ -401,6 +409,7 @@ impl Default for PloneZeoserver {
     fn default() -> Self {
         PloneZeoserver {
             app_name: "zeoserver".to_string(),
+            mode: ZeoMode::Venv,
             enable_backup: false,
             enable_pack: true,
             pack_days: 7,
@@ -412,6 +421,17 @@ impl Default for PloneZeoserver {
             backup_s3: BackupS3::default(),
         }
     }
+}
+
+/// `plone_zeoserver.mode`: how the `zeoserver` layer installs and runs ZEO.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeoMode {
+    /// ZEO from pip in provision's own virtualenv.
+    #[default]
+    Venv,
+    /// The app's `zeoserver` buildout part, built as a release.
+    Buildout,
 }
 
 /// `plone_zeoserver.backup_s3`: copies of the ZEO backups in an S3 bucket (or an S3-compatible
