@@ -373,15 +373,20 @@ pub fn resources(
     Ok(resources)
 }
 
-/// Stops and disables Celery of `app` on a host where it is off (`enable_celery = false`).
-pub fn stopped(app: &str) -> Vec<Resource> {
+/// The Celery units of `app`, as a host may have them: the worker, then beat.
+pub fn units(app: &str) -> [String; 2] {
     [
         format!("celery-{app}-worker.service"),
         format!("celery-{app}-beat.service"),
     ]
-    .into_iter()
-    .map(|unit| Service::stopped(unit).into())
-    .collect()
+}
+
+/// Stops and disables Celery of `app` on a host where it is off (`enable_celery = false`).
+pub fn stopped(app: &str) -> Vec<Resource> {
+    units(app)
+        .into_iter()
+        .map(|unit| Service::stopped(unit).into())
+        .collect()
 }
 
 /// The command a deploy runs on the host once the new release is live: enable and restart

@@ -96,6 +96,36 @@ pub enum CommandKind {
     },
     /// Restart the Plone clients one by one, drained in HAProxy and health-checked.
     Restart(StackArgs),
+    /// Take one host (--host NAME) out of service, as before it is retired: out of HAProxy
+    /// first, then its services stopped.
+    ///
+    /// Its Plone clients are drained in every HAProxy through the runtime socket (waiting for
+    /// their requests to end, at most 30 s) and set to MAINT; then its services are stopped,
+    /// clients before what they depend on (frontend, Plone clients, Celery, jobs, Solr,
+    /// Redis, memcached, ZEO, PostgreSQL, blob server). The stack file is not changed: remove
+    /// the host there, then `provision configure` updates the frontends.
+    Shutdown(StackArgs),
+    /// Remove an app from its instance hosts: services stopped and disabled, releases
+    /// removed; its data stays unless --purge-data.
+    ///
+    /// Its Plone clients and Celery units are stopped and disabled; its releases, `current`,
+    /// `previous` and build state (repository mirror, virtualenv, eggs, downloads, extends)
+    /// are removed. `shared/var` (filestorage, blobs, logs) and other shared directories stay
+    /// unless --purge-data, which removes the app's whole directory; the database layers' own
+    /// stores are never touched.
+    Undeploy {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The app (the one the stack's instances run).
+        app: String,
+        /// Also remove the app's data: its whole directory, `shared/` included. Asks for
+        /// confirmation on a terminal; needs --yes otherwise.
+        #[arg(long)]
+        purge_data: bool,
+        /// Do not ask: really remove the app's data with --purge-data.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Show each host: reachable, facts, layers, clients.
     Status(StackArgs),
     /// Run a one-off shell command on the selected hosts (as root).

@@ -23,7 +23,7 @@ use crate::layers::instances;
 use crate::session::Session;
 
 /// How long a drained client may keep serving its requests before it is restarted anyway.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of a failed client's log in the report.
 const LOG_LINES: u32 = 30;
 
@@ -645,14 +645,18 @@ async fn restart_client(
     Ok(())
 }
 
-/// Drain `server` in every HAProxy and wait until none serves a request on it (bounded).
-async fn drain(session: &Session, lbs: &[Host], server: &str) {
-    if set_state(session, lbs, server, AdminState::Drain).await {
+/// Drain `server` in every HAProxy and wait until none serves a request on it (bounded):
+/// `None` when no HAProxy lists it, else whether its sessions ended in time.
+pub(crate) async fn drain(session: &Session, lbs: &[Host], server: &str) -> Option<bool> {
+    if !set_state(session, lbs, server, AdminState::Drain).await {
+        return None;
+    }
+    Some(
         wait_for_server(session, lbs, server, |s| {
             s.is_none_or(|s| s.current_sessions == 0)
         })
-        .await;
-    }
+        .await,
+    )
 }
 
 /// Wait until every HAProxy that lists `server` reports it UP (bounded by the drain timeout).
@@ -702,7 +706,12 @@ async fn wait_for_server(
 
 /// Set `server`'s state in every HAProxy; whether any of them knows the server. An HAProxy
 /// that does not list it yet (its `configure` has not run) is passed over.
-async fn set_state(session: &Session, lbs: &[Host], server: &str, state: AdminState) -> bool {
+pub(crate) async fn set_state(
+    session: &Session,
+    lbs: &[Host],
+    server: &str,
+    state: AdminState,
+) -> bool {
     let socket = &session.stack.attributes().haproxy.stats_socket_path;
     let Ok(command) = set_server_state(BACKEND, server, state) else {
         return false;

@@ -6,6 +6,7 @@ mod cli_docs;
 mod deploy;
 mod init;
 mod layers;
+mod lifecycle;
 mod migrate;
 mod migrate_relstorage;
 mod output;
@@ -76,17 +77,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         CommandKind::Setup(args) => run::converge(&args, &[Phase::Setup], false).await,
         CommandKind::Configure(args) => run::converge(&args, &[Phase::Configure], false).await,
         CommandKind::Status(args) => run::status(&args).await,
+        CommandKind::Shutdown(args) => lifecycle::shutdown(&args).await,
+        CommandKind::Undeploy {
+            stack,
+            app,
+            purge_data,
+            yes,
+        } => lifecycle::undeploy(&stack, &app, purge_data, yes).await,
         CommandKind::Run { stack, command } => run::run_command(&stack, &command.join(" ")).await,
         CommandKind::Deploy {
             stack,
             app,
             revision,
         } => {
-            run::check_app(&stack, app.as_deref())?;
+            run::check_app(&stack, app.as_deref(), "release")?;
             run::release_command(&stack, run::ReleaseAction::Deploy, revision.as_deref()).await
         }
         CommandKind::Rollback { stack, app } => {
-            run::check_app(&stack, app.as_deref())?;
+            run::check_app(&stack, app.as_deref(), "release")?;
             run::release_command(&stack, run::ReleaseAction::Rollback, None).await
         }
         CommandKind::Restart(stack) => {

@@ -293,9 +293,9 @@ async fn ensure_clients_running(
 
 /// `deploy`, `rollback` and `restart`: the instance hosts among the selected ones, with every
 /// lb host reached for the drain.
-/// Refuses an app name (`deploy APP`, `rollback APP`) that is not the app the stack's
-/// instances run: the release commands act on that one app.
-pub fn check_app(args: &StackArgs, app: Option<&str>) -> anyhow::Result<()> {
+/// Refuses an app name (`deploy APP`, `rollback APP`, `undeploy APP`) that is not the app the
+/// stack's instances run: these commands act on that one app; `verb` says what was asked.
+pub fn check_app(args: &StackArgs, app: Option<&str>, verb: &str) -> anyhow::Result<()> {
     let Some(name) = app else {
         return Ok(());
     };
@@ -314,7 +314,7 @@ pub fn check_app(args: &StackArgs, app: Option<&str>) -> anyhow::Result<()> {
                 |a| format!("app {}", a.name),
             );
             Err(BadInput(format!(
-                "no app {name} to release: the instances of {} run {runs} (apps in the stack: {})",
+                "no app {name} to {verb}: the instances of {} run {runs} (apps in the stack: {})",
                 session.stack_path().display(),
                 if known.is_empty() {
                     "none".to_string()

@@ -513,6 +513,31 @@ fn cases() -> Vec<Case> {
             base(""),
             "no app blog to release: the instances of stack.toml run app site (apps in the stack: site)",
         ),
+        case(
+            "shutdown without a host",
+            &["shutdown"],
+            base(""),
+            "shutdown works on exactly one host, named with --host NAME (given: none)",
+        ),
+        case(
+            "shutdown of two hosts",
+            &["shutdown", "--host", "app1", "--host", "db1"],
+            base(""),
+            "shutdown works on exactly one host, named with --host NAME (given: app1, db1)",
+        ),
+        case(
+            "undeploy of an app the stack does not have",
+            &["undeploy", "blog"],
+            base(""),
+            "no app blog to undeploy: the instances of stack.toml run app site (apps in the stack: site)",
+        ),
+        case(
+            "undeploy --purge-data without --yes",
+            &["undeploy", "site", "--purge-data"],
+            base(""),
+            "--purge-data removes /srv/www/site with the data of app site (shared/var: filestorage, \
+             blobs, logs) on app1: run it again with --yes to do it (nothing was changed)",
+        ),
         // The app's repository on this machine.
         case(
             "a repository path that does not exist",
