@@ -139,6 +139,18 @@ async fn step(
     Ok((report, output))
 }
 
+/// [`step`] with a script that may not have rendered.
+async fn script_step(
+    session: &Session,
+    target: &Target<'_>,
+    what: &str,
+    script: Result<String, provision_plone::PloneError>,
+) -> anyhow::Result<Report> {
+    let script = script.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (report, _) = step(session, &target.host, what, Command::new(script)).await?;
+    Ok(report)
+}
+
 /// `deploy` (and the deploy part of `up`): build `revision` on every target at once; when no
 /// more builds failed than `--max-fail` allows (`failed_before` hosts, unreachable, count
 /// too), switch host by host with a rolling restart, skipping the failed ones. Once failures
@@ -298,18 +310,8 @@ async fn roll_out(
 ) -> DeployOutcome {
     let name = target.host.name();
     progress.step(name, &format!("switching to {release}"));
-    let switched = match scripts::switch_current(&target.settings, release, templates) {
-        Ok(switch) => step(
-            session,
-            &target.host,
-            "switching current",
-            Command::new(switch),
-        )
-        .await
-        .map(|_| ()),
-        Err(error) => Err(anyhow::anyhow!("{error}")),
-    };
-    if let Err(error) = switched {
+    let switch = scripts::switch_current(&target.settings, release, templates);
+    if let Err(error) = script_step(session, target, "switching current", switch).await {
         return DeployOutcome::Failed(session.mask(&format!("{error:#}")));
     }
     let restarted = match make_site {
@@ -347,18 +349,8 @@ async fn roll_out(
             return DeployOutcome::Failed(session.mask(&format!("{error:#}")));
         }
     }
-    let pruned = match scripts::prune_releases(&target.settings, templates) {
-        Ok(prune) => step(
-            session,
-            &target.host,
-            "pruning releases",
-            Command::new(prune),
-        )
-        .await
-        .map(|_| ()),
-        Err(error) => Err(anyhow::anyhow!("{error}")),
-    };
-    if let Err(error) = pruned {
+    let prune = scripts::prune_releases(&target.settings, templates);
+    if let Err(error) = script_step(session, target, "pruning releases", prune).await {
         progress.step(name, &format!("pruning old releases failed: {error:#}"));
     }
     DeployOutcome::Deployed

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use provision_sandbox::fixture;
 
-use common::{json, sh, text, wait_for, write_stack, zope_example_repository};
+use common::{json, sh, show, text, wait_for, write_stack, zope_example_repository};
 
 /// Characters that could break redis.conf, a URL, buildout's environment-vars or a shell line.
 const REDIS_PASSWORD: &str = "Redis-p@ss:w/rd%$x";
@@ -48,15 +48,6 @@ fn provision(dir: &Path, args: &[&str]) -> Output {
         "provision {args:?} printed the Redis password:\n{all}"
     );
     out
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 fn stack(hosts: &fixture::Hosts, optional: Option<(&str, &str)>) -> String {

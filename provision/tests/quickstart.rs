@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use common::{provision, text};
+use common::{provision, show, text};
 use provision_sandbox::fixture;
 
 const NAME: &str = "quickstart";
@@ -29,15 +29,6 @@ fn demo(stack: &Path) -> Output {
         .env_remove("PROVISION_STACK")
         .output()
         .expect("scripts/demo runs")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 /// The sandbox's hosts, destroyed however the test ends.
