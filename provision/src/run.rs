@@ -651,6 +651,7 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
         .map(|h| Ok((h.name.clone(), session.connection(h)?)))
         .collect::<Result<_, BadInput>>()?;
     let results = engine::connect_all(&targets, usize::from(args.parallel), &progress).await;
+    let templates = Templates::new(&layers::all_templates()).context("loading templates")?;
     let mut rows = Vec::new();
     let mut any_failed = false;
     for (spec, result) in selected.iter().zip(results) {
@@ -672,6 +673,11 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
                 "init": facts.init,
                 "plone_clients": spec.has_layer(provision_core::stack::Layer::PloneInstances)
                     .then(|| session.stack.clients_per_host(facts.cpus)),
+                "release": if spec.has_layer(provision_core::stack::Layer::PloneInstances) {
+                    release_state(&host, &session, spec, facts.cpus, &templates).await
+                } else {
+                    serde_json::Value::Null
+                },
             }),
             Err(error) => {
                 any_failed = true;
@@ -714,6 +720,7 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
                     row["init"].as_str().unwrap_or_default(),
                     if layers.is_empty() { "none" } else { &layers },
                 );
+                print_release(&row["release"]);
                 print_haproxy(&row["haproxy"]);
             } else {
                 crate::out!(
@@ -729,6 +736,86 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
     } else {
         EXIT_OK
     }))
+}
+
+/// An instance host's live and previous release (the live one's name is when it was built,
+/// in UTC) and whether each client runs.
+async fn release_state(
+    host: &Host,
+    session: &Session,
+    spec: &provision_core::stack::HostSpec,
+    cpus: u32,
+    templates: &Templates,
+) -> serde_json::Value {
+    let settings = match crate::layers::instances::settings(&session.stack, spec, cpus, templates) {
+        Ok(settings) => settings,
+        Err(error) => return serde_json::json!({"error": format!("{error:#}")}),
+    };
+    let script = match provision_plone::deploy::release_status(&settings, templates) {
+        Ok(script) => script,
+        Err(error) => return serde_json::json!({"error": error.to_string()}),
+    };
+    let units: Vec<String> = settings
+        .clients
+        .iter()
+        .map(|c| provision_core::shell::quote(&settings.client_unit(&c.name)))
+        .collect();
+    let command = format!(
+        "( {script}\n) 2>/dev/null\nfor unit in {}; do echo \"@client=$unit $(systemctl is-active \"$unit\")\"; done",
+        units.join(" ")
+    );
+    let report = match host.exec(Command::new(command)).await {
+        Ok(output) => provision_plone::deploy::Report::parse(&output.stdout_lossy()),
+        Err(error) => return serde_json::json!({"error": error.to_string()}),
+    };
+    let name = |path: Option<&str>| {
+        path.filter(|p| !p.is_empty())
+            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+    };
+    let clients: serde_json::Map<String, serde_json::Value> = report
+        .all("client")
+        .iter()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(unit, state)| (unit.to_string(), serde_json::Value::from(state)))
+        .collect();
+    serde_json::json!({
+        "current": name(report.get("current")),
+        "revision": report.get("revision").filter(|r| !r.is_empty()),
+        "previous": name(report.get("previous")),
+        "clients": clients,
+    })
+}
+
+fn print_release(release: &serde_json::Value) {
+    if let Some(error) = release["error"].as_str() {
+        crate::out!("  release: {error}");
+        return;
+    }
+    let Some(clients) = release["clients"].as_object() else {
+        return;
+    };
+    let current = match release["current"].as_str() {
+        Some(current) => format!(
+            "{current} (revision {})",
+            release["revision"]
+                .as_str()
+                .map_or("unknown", |r| &r[..r.len().min(12)])
+        ),
+        None => "none deployed".to_string(),
+    };
+    let previous = release["previous"]
+        .as_str()
+        .map(|p| format!(", previous {p}"))
+        .unwrap_or_default();
+    crate::out!("  release {current}{previous}");
+    let states: Vec<String> = clients
+        .iter()
+        .map(|(unit, state)| {
+            let client = unit.rsplit('@').next().unwrap_or(unit);
+            format!("{client} {}", state.as_str().unwrap_or_default())
+        })
+        .collect();
+    crate::out!("  clients: {}", states.join(", "));
 }
 
 /// The state of every server in HAProxy on an `lb` host, through its runtime socket.

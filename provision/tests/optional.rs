@@ -226,6 +226,27 @@ fn celery_and_solr_are_added_to_a_running_stack_with_one_edit_and_no_failed_requ
     assert_ne!(after[0], before[0], "{}", show(&out));
     assert_ne!(after[1], before[1], "{}", show(&out));
 
+    // The files holding the broker's password: readable by their service's group only, and
+    // nowhere in a release or a unit.
+    let modes = sh(
+        &hosts,
+        "app1",
+        "stat -c '%n %U:%G %a' /etc/provision/plone-site.env /etc/provision/celery/site.env; \
+         grep -rlF 'redis://' /srv/www/site/current/deploy.cfg /srv/www/site/current/parts \
+         /etc/systemd/system/plone-site@.service || true",
+    );
+    assert_eq!(
+        modes,
+        "/etc/provision/plone-site.env root:plone 640\n\
+         /etc/provision/celery/site.env root:plone 640\n",
+    );
+    let redis = sh(
+        &hosts,
+        "db1",
+        "stat -c '%U:%G %a' /etc/redis/provision-auth.conf",
+    );
+    assert_eq!(redis, "redis:redis 640\n");
+
     // A task sent by the app on app1 runs on a worker, which leaves its marker.
     let (status, id) = get(&client("app1"), "/@@celery-enqueue?marker=added-1");
     assert_eq!(status, 200, "{id}");

@@ -102,6 +102,15 @@ fn the_quick_start_serves_the_plone_site_through_nginx_and_a_second_run_changes_
         stdout.contains("HAProxy stats:") && stdout.contains("demo.secrets.toml"),
         "{stdout}"
     );
+    // `provision status`: each instance host's release and clients.
+    assert_eq!(
+        stdout
+            .matches("  clients: client1 active, client2 active")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert!(stdout.contains("  release 20"), "{stdout}");
     let secrets = std::fs::read_to_string(dir.path().join("demo.secrets.toml")).unwrap();
     let password = secrets
         .lines()
