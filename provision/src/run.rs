@@ -141,9 +141,19 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
         let lbs = lb_handles(&session, &hosts, &lb_extra);
         deploys = release_step(&session, &hosts, &lbs, revision, &templates, &progress).await?;
     }
-    print_reports(&reports, args.json && deploys.is_empty(), start.elapsed());
-    if !deploys.is_empty() {
-        print_deploys(&deploys, args.json);
+    if args.json && !deploys.is_empty() {
+        // One JSON document: the hosts' converge and the releases.
+        let value = serde_json::json!({
+            "hosts": reports,
+            "releases": deploys,
+            "elapsed_seconds": start.elapsed().as_secs_f64(),
+        });
+        crate::out!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_reports(&reports, args.json, start.elapsed());
+        if !deploys.is_empty() {
+            print_deploys(&deploys, false);
+        }
     }
     let deploy_failed = deploys
         .iter()

@@ -137,9 +137,12 @@ fn the_quick_start_serves_the_plone_site_through_nginx_and_a_second_run_changes_
         &[],
     );
     assert!(status.status.success(), "{}", show(&status));
-    let again: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let again = common::json(&status);
     for host in again["hosts"].as_array().unwrap() {
         assert_eq!(host["outcome"]["status"], "unchanged", "{again}");
+    }
+    for release in again["releases"].as_array().unwrap() {
+        assert_eq!(release["outcome"]["status"], "unchanged", "{again}");
     }
     let second_out = text(&second.stdout) + &text(&second.stderr);
     assert!(
