@@ -116,9 +116,12 @@ pub struct DeployApp {
     pub ssl_certificate_key: Option<SecretString>,
     /// The PEM chain of the certificate authority. Default none.
     pub ssl_certificate_ca: Option<String>,
-    /// Check out git submodules. Default `true`.
+    /// Check out git submodules. Default `true`. Not honoured yet: a release is the `git
+    /// archive` of the commit, which leaves submodules out; vendor them into the repository
+    /// (or use mr.developer sources) until it is.
     pub enable_submodules: bool,
-    /// Clone with `--depth 1`. Default `true`.
+    /// Clone with `--depth 1`. Default `true`. Ignored: the hosts keep a mirror of the
+    /// repository and fetch only what changed, which a shallow clone cannot serve.
     pub shallow_clone: bool,
 }
 
