@@ -743,7 +743,30 @@ pub async fn git_archive(repository: &Path, revision: &str) -> Result<PushedTree
             format!("revision {revision} is not a commit here"),
         ));
     }
-    let commit = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let mut commit = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    // A subdirectory of a larger repository (such as the examples of this one): its release
+    // is the last commit that changed it, so commits elsewhere do not make a new release.
+    let prefix = run(vec!["rev-parse".into(), "--show-prefix".into()])
+        .output()
+        .await
+        .map_err(|e| git_error("rev-parse", format!("cannot run git: {e}")))?;
+    if prefix.status.success() && !String::from_utf8_lossy(&prefix.stdout).trim().is_empty() {
+        let last = run(vec![
+            "log".into(),
+            "-1".into(),
+            "--format=%H".into(),
+            commit.clone(),
+            "--".into(),
+            ".".into(),
+        ])
+        .output()
+        .await
+        .map_err(|e| git_error("log", format!("cannot run git: {e}")))?;
+        let last = String::from_utf8_lossy(&last.stdout).trim().to_string();
+        if !last.is_empty() {
+            commit = last;
+        }
+    }
     let output = run(vec![
         "archive".into(),
         "--format=tar".into(),
