@@ -440,18 +440,7 @@ pub async fn undeploy(
     let start = Instant::now();
     run::check_app(args, Some(app), "undeploy")?;
     let session = Session::load(args)?;
-    let selected: Vec<&HostSpec> = session
-        .selected()
-        .into_iter()
-        .filter(|h| h.has_layer(Layer::PloneInstances))
-        .collect();
-    if selected.is_empty() {
-        return Err(BadInput(format!(
-            "no selected host has the plone_instances layer in {}",
-            session.stack_path().display()
-        ))
-        .into());
-    }
+    let selected = run::instance_hosts(&session)?;
     let app = session
         .stack
         .app(app)

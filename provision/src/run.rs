@@ -337,13 +337,8 @@ pub fn check_app(args: &StackArgs, app: Option<&str>, verb: &str) -> anyhow::Res
     }
 }
 
-pub async fn release_command(
-    args: &StackArgs,
-    action: ReleaseAction,
-    revision: Option<&str>,
-) -> anyhow::Result<ExitCode> {
-    let start = Instant::now();
-    let session = Session::load(args)?;
+/// The selected hosts with the `plone_instances` layer; none is bad input.
+pub fn instance_hosts(session: &Session) -> Result<Vec<&HostSpec>, BadInput> {
     let selected: Vec<&HostSpec> = session
         .selected()
         .into_iter()
@@ -353,9 +348,19 @@ pub async fn release_command(
         return Err(BadInput(format!(
             "no selected host has the plone_instances layer in {}",
             session.stack_path().display()
-        ))
-        .into());
+        )));
     }
+    Ok(selected)
+}
+
+pub async fn release_command(
+    args: &StackArgs,
+    action: ReleaseAction,
+    revision: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let session = Session::load(args)?;
+    let selected = instance_hosts(&session)?;
     let builds: &[Phase] = match action {
         ReleaseAction::Deploy => &[Phase::Deploy],
         ReleaseAction::Rollback | ReleaseAction::Restart => &[],
