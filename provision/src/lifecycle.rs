@@ -16,6 +16,7 @@ use provision_nginx::haproxy_runtime::{
 
 use crate::cli::StackArgs;
 use crate::deploy::{DRAIN_TIMEOUT, drain, set_state};
+use crate::output::json_list;
 use crate::run::{self, connect};
 use crate::session::{Session, StderrProgress};
 use crate::{BadInput, EXIT_HOST_FAILED, EXIT_OK};
@@ -516,24 +517,13 @@ pub async fn undeploy(
             }))?
         );
     } else {
-        let list = |value: &serde_json::Value| {
-            value
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default()
-        };
         for row in &rows {
             let host = row["host"].as_str().unwrap_or_default();
             if let Some(error) = row["error"].as_str() {
                 crate::out!("{host}: FAILED: {error}");
                 continue;
             }
-            let stopped = list(&row["stopped"]);
+            let stopped = json_list(&row["stopped"]);
             crate::out!(
                 "{host}: undeployed {}: stopped and disabled {}; removed {} release(s), {}{}",
                 app.name,
@@ -543,8 +533,8 @@ pub async fn undeploy(
                     &stopped
                 },
                 row["releases_removed"],
-                list(&row["removed"]),
-                match list(&row["kept"]) {
+                json_list(&row["removed"]),
+                match json_list(&row["kept"]) {
                     kept if kept.is_empty() => String::new(),
                     kept => format!("; kept {kept}"),
                 }

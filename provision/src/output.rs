@@ -70,6 +70,19 @@ pub fn print_reports(reports: &[HostReport], json: bool, elapsed: Duration) {
     );
 }
 
+/// The strings of a JSON array, joined with ", " (nothing when it is not an array).
+pub fn json_list(value: &serde_json::Value) -> String {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")

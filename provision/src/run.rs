@@ -14,7 +14,7 @@ use provision_core::template::Templates;
 use crate::cli::StackArgs;
 use crate::deploy::{self, DeployOutcome, HostDeploy};
 use crate::layers::{self, HostContext};
-use crate::output::{count, print_reports};
+use crate::output::{count, json_list, print_reports};
 use crate::session::{FactsByHost, Session, StderrProgress};
 use crate::{BadInput, EXIT_HOST_FAILED, EXIT_OK, zeo_release};
 
@@ -95,19 +95,7 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
     };
     let mut deploys = Vec::new();
     if let Some(revision) = release_phase {
-        let converged: Vec<&str> = reports
-            .iter()
-            .filter(|r| !r.is_failed())
-            .map(|r| r.host.as_str())
-            .collect();
-        let hosts: Vec<(Host, Facts)> = handles
-            .iter()
-            .filter(|h| converged.contains(&h.name()))
-            .filter_map(|h| {
-                let facts = all_facts.get(h.name())?.clone();
-                Some((h.clone(), facts))
-            })
-            .collect();
+        let hosts = converged_hosts(&reports, &handles, &all_facts);
         // The ZEO server's release (buildout mode) first: the clients need the server.
         let zeo_revision = match revision {
             ReleaseRevision::App => zeo_release::Revision::App,
@@ -125,19 +113,8 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
         .await;
     }
     if let (Some(revision), false) = (release_phase, plan) {
-        let converged: Vec<&str> = reports
-            .iter()
-            .filter(|r| !r.is_failed())
-            .map(|r| r.host.as_str())
-            .collect();
-        let hosts: Vec<(Host, Facts)> = handles
-            .into_iter()
-            .filter(|h| converged.contains(&h.name()))
-            .filter_map(|h| {
-                let facts = all_facts.get(h.name())?.clone();
-                Some((h, facts))
-            })
-            .collect();
+        // Again: a failed ZEO release leaves its host out.
+        let hosts = converged_hosts(&reports, &handles, &all_facts);
         let lbs = lb_handles(&session, &hosts, &lb_extra);
         deploys = release_step(&session, &hosts, &lbs, revision, &templates, &progress).await?;
     }
@@ -299,6 +276,19 @@ async fn ensure_clients_running(
             report.outcome = DeployOutcome::Failed(format!("starting the clients: {error}"));
         }
     }
+}
+
+/// The hosts whose converge has not failed (so far), with their facts.
+fn converged_hosts(
+    reports: &[HostReport],
+    handles: &[Host],
+    all_facts: &FactsByHost,
+) -> Vec<(Host, Facts)> {
+    handles
+        .iter()
+        .filter(|h| reports.iter().any(|r| r.host == h.name() && !r.is_failed()))
+        .filter_map(|h| Some((h.clone(), all_facts.get(h.name())?.clone())))
+        .collect()
 }
 
 /// `deploy`, `rollback` and `restart`: the instance hosts among the selected ones, with every
@@ -712,15 +702,7 @@ pub async fn status(args: &StackArgs) -> anyhow::Result<ExitCode> {
     } else {
         for row in &rows {
             let name = row["host"].as_str().unwrap_or_default();
-            let layers = row["layers"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
+            let layers = json_list(&row["layers"]);
             if row["reachable"] == true {
                 let clients = row["plone_clients"]
                     .as_u64()

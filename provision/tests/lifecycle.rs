@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    LoadLoop, http_get_status, json, ok, provision, sh, text, write_stack, zope_example_repository,
+    LoadLoop, http_get_status, json, ok, provision, sh, text, write_stack, zope_cluster_stack,
+    zope_example_repository,
 };
 use provision_sandbox::fixture::{self, Hosts};
 
@@ -70,18 +71,7 @@ fn shutdown_takes_a_host_out_without_a_failed_request_and_undeploy_keeps_the_dat
     };
     let dir = tempfile::tempdir().unwrap();
     zope_example_repository(dir.path(), &[], "the Zope example");
-    write_stack(
-        dir.path(),
-        &hosts,
-        "[hosts.lb1]\naddress = \"192.0.2.10\"\nlayers = [\"lb\"]\n\
-         [hosts.app1]\naddress = \"192.0.2.11\"\nlayers = [\"plone_instances\"]\n\
-         [hosts.app2]\naddress = \"192.0.2.12\"\nlayers = [\"plone_instances\"]\n\
-         [hosts.db1]\naddress = \"192.0.2.20\"\nlayers = [\"zeoserver\"]\n\
-         [apps.site]\nrepository = \"site\"\n\
-         [attributes.plone_instances]\ninstance_count = 2\nshared_blobs = false\n\
-         # A Zope app without Plone: the site is the Zope root.\nsite_id = \"\"\n\
-         [attributes.haproxy]\nhealth_check_url = \"/\"\ncheck_interval = 1000\n",
-    );
+    write_stack(dir.path(), &hosts, &zope_cluster_stack(2));
     ok(&run(dir.path(), &["up", "--sandbox"]));
     let web = format!("{}:80", hosts.host("lb1").address());
     assert_eq!(http_get_status(&web, "/"), 200);

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    LoadLoop, LoadReport, commit, ok, provision, text, wait_for, write_stack,
+    LoadLoop, LoadReport, commit, ok, provision, text, wait_for, write_stack, zope_cluster_stack,
     zope_example_repository, zope_http,
 };
 use provision_sandbox::fixture;
@@ -57,18 +57,7 @@ fn deploy_rollback_and_a_zeo_restart_under_load_fail_no_request() {
     };
     let dir = tempfile::tempdir().unwrap();
     let repo = zope_example_repository(dir.path(), &[], "the Zope example");
-    write_stack(
-        dir.path(),
-        &hosts,
-        "[hosts.lb1]\naddress = \"192.0.2.10\"\nlayers = [\"lb\"]\n\
-         [hosts.app1]\naddress = \"192.0.2.11\"\nlayers = [\"plone_instances\"]\n\
-         [hosts.app2]\naddress = \"192.0.2.12\"\nlayers = [\"plone_instances\"]\n\
-         [hosts.db1]\naddress = \"192.0.2.20\"\nlayers = [\"zeoserver\"]\n\
-         [apps.site]\nrepository = \"site\"\n\
-         [attributes.plone_instances]\ninstance_count = 4\nshared_blobs = false\n\
-         # A Zope app without Plone: the site is the Zope root.\nsite_id = \"\"\n\
-         [attributes.haproxy]\nhealth_check_url = \"/\"\ncheck_interval = 1000\n",
-    );
+    write_stack(dir.path(), &hosts, &zope_cluster_stack(4));
     let out = run(dir.path(), &["up", "--sandbox"]);
     ok(&out);
     let web = format!("{}:80", hosts.host("lb1").address());

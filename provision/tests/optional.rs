@@ -16,17 +16,16 @@ mod common;
 #[path = "../../provision-solr/tests/common/dist.rs"]
 mod dist;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use provision_sandbox::fixture;
 
-use common::{json, sh, show, text, wait_for, write_stack, zope_example_repository};
+use common::{
+    LoadLoop, LoadReport, http_get, json, sh, show, text, wait_for, write_stack,
+    zope_example_repository,
+};
 
 /// Characters that could break redis.conf, a URL, buildout's environment-vars or a shell line.
 const REDIS_PASSWORD: &str = "Redis-p@ss:w/rd%$x";
@@ -79,53 +78,9 @@ fn stack(hosts: &fixture::Hosts, optional: Option<(&str, &str)>) -> String {
     )
 }
 
-/// One HTTP/1.0 GET: (status, body); status 0 when the connection failed.
+/// One HTTP/1.0 GET: (status, body); status 0 when there was no answer within 60 s.
 fn get(address: &str, path: &str) -> (u16, String) {
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5))
-    else {
-        return (0, String::new());
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    if write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").is_err() {
-        return (0, String::new());
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// A bounded load loop through the frontend: sequential GETs until stopped (at most 5000
-/// requests or 20 minutes); (requests, failures).
-fn load(address: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec<u16>)> {
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        let (mut requests, mut failures) = (0, Vec::new());
-        while !stop.load(Ordering::Relaxed)
-            && requests < 5000
-            && start.elapsed() < Duration::from_secs(1200)
-        {
-            requests += 1;
-            let (status, _) = get(&address, "/");
-            if status != 200 {
-                failures.push(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        (requests, failures)
-    })
+    http_get(address, path, Duration::from_secs(60))
 }
 
 fn current(hosts: &fixture::Hosts, host: &str) -> String {
@@ -205,14 +160,16 @@ fn celery_and_solr_are_added_to_a_running_stack_with_one_edit_and_no_failed_requ
         ""
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let loader = load(web.clone(), stop.clone());
+    let load = LoadLoop::start(&web, "/", 1);
     let up_started = Instant::now();
     let out = provision(dir.path(), &["up", "--sandbox"]);
     let second_up = up_started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    let (requests, failures) = loader.join().unwrap();
+    let LoadReport {
+        latencies,
+        failures,
+    } = load.stop();
+    let requests = latencies.len();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(requests > 20, "the load loop ran only {requests} requests");
     assert!(

@@ -238,6 +238,22 @@ pub fn zope_example_repository(dir: &Path, files: &[(&str, &str)], message: &str
     repo
 }
 
+/// The body of a stack for the Zope example (`zope_example_repository`) on hosts lb1
+/// (nginx + HAProxy), app1 and app2 (`clients` clients each) and db1 (ZEO), the site at
+/// the Zope root, HAProxy checking every second.
+pub fn zope_cluster_stack(clients: u32) -> String {
+    format!(
+        "[hosts.lb1]\naddress = \"192.0.2.10\"\nlayers = [\"lb\"]\n\
+         [hosts.app1]\naddress = \"192.0.2.11\"\nlayers = [\"plone_instances\"]\n\
+         [hosts.app2]\naddress = \"192.0.2.12\"\nlayers = [\"plone_instances\"]\n\
+         [hosts.db1]\naddress = \"192.0.2.20\"\nlayers = [\"zeoserver\"]\n\
+         [apps.site]\nrepository = \"site\"\n\
+         [attributes.plone_instances]\ninstance_count = {clients}\nshared_blobs = false\n\
+         # A Zope app without Plone: the site is the Zope root.\nsite_id = \"\"\n\
+         [attributes.haproxy]\nhealth_check_url = \"/\"\ncheck_interval = 1000\n"
+    )
+}
+
 /// A new commit of `repo` that writes `content` to `file`.
 pub fn commit(repo: &Path, file: &str, content: &str, message: &str) {
     std::fs::write(repo.join(file), content).unwrap();
@@ -354,23 +370,32 @@ impl LoadLoop {
 
 /// One HTTP/1.0 GET: the status, or 0 when there was no answer within 30 s.
 pub fn http_get_status(address: &str, path: &str) -> u16 {
+    http_get(address, path, Duration::from_secs(30)).0
+}
+
+/// One HTTP/1.0 GET: (status, body); status 0 when there was no answer within `timeout`.
+pub fn http_get(address: &str, path: &str, timeout: Duration) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut stream) =
         TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5))
     else {
-        return 0;
+        return (0, String::new());
     };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
     if write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").is_err() {
-        return 0;
+        return (0, String::new());
     }
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    String::from_utf8_lossy(&response)
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
