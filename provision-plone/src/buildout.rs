@@ -73,6 +73,7 @@ pub fn render_deploy_cfg(
     let storage_names = option_names(storage);
     let storage_sets = |name: &str| storage_names.iter().any(|n| n == name);
 
+    let zeo_server = b.zeo_address.as_deref().unwrap_or_default();
     // client1 carries every setting; the others copy it (`<= client1`) and change what differs.
     let first = &settings.clients[0];
     let mut options: Vec<String> = storage.lines().map(|l| l.trim_end().to_string()).collect();
@@ -86,7 +87,10 @@ pub fn render_deploy_cfg(
         options.push("shared-blob = off".to_string());
     }
     if settings.persistent_cache && !storage_sets("zeo-client-client") {
-        options.push(format!("zeo-client-client = {}", first.cache_name()));
+        options.push(format!(
+            "zeo-client-client = {}",
+            first.cache_name(zeo_server)
+        ));
     }
     // The recipe's default for the cache file is $(ZEO_TMP): /tmp, private to each start
     // under systemd (PrivateTmp), which would make the persistent cache start cold every time.
@@ -129,7 +133,10 @@ pub fn render_deploy_cfg(
             name: client.name.clone(),
             http_address: http_address(settings, client.port),
             options: if own_cache {
-                vec![format!("zeo-client-client = {}", client.cache_name())]
+                vec![format!(
+                    "zeo-client-client = {}",
+                    client.cache_name(zeo_server)
+                )]
             } else {
                 Vec::new()
             },

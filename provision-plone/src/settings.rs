@@ -70,10 +70,11 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
-    /// The persistent ZEO cache name of client `clientN`: `zeoclient-N`.
-    pub fn cache_name(&self) -> String {
+    /// The persistent ZEO cache name of client `clientN` of the ZEO server at `zeo_address`
+    /// ([`provision_zeo::client::cache_name`]).
+    pub fn cache_name(&self, zeo_address: &str) -> String {
         let number = self.name.trim_start_matches(|c: char| !c.is_ascii_digit());
-        format!("zeoclient-{number}")
+        provision_zeo::client::cache_name(number, &[zeo_address.to_string()])
     }
 }
 
@@ -567,7 +568,10 @@ mod tests {
 
     #[test]
     fn cache_names_follow_the_client_number() {
-        assert_eq!(client(12).cache_name(), "zeoclient-12");
+        let name = client(12).cache_name("10.0.0.5:8001");
+        assert!(name.starts_with("zeoclient-12-"), "{name}");
+        // Another server, another cache.
+        assert_ne!(name, client(12).cache_name("10.0.0.6:8001"));
     }
 
     #[test]

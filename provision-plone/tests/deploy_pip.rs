@@ -13,7 +13,7 @@ fn zeoclient(zeo_port: u16, client: &ClientSettings, var: &str) -> String {
     format!(
         "<zeoclient>\n  read-only off\n  server 127.0.0.1:{zeo_port}\n  storage 1\n  name zeostorage\n  \
          cache-size 64MB\n  client {}\n  var {var}\n</zeoclient>\n",
-        client.cache_name()
+        client.cache_name(&format!("127.0.0.1:{zeo_port}"))
     )
 }
 

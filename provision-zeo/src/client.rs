@@ -103,9 +103,19 @@ fn zeoclient_context(settings: &ZeoClientSettings, client: u32) -> Result<ZeoCli
         cache_size: settings.cache_size.clone(),
         client: settings
             .persistent_cache
-            .then(|| format!("zeoclient-{client}")),
+            .then(|| cache_name(&client.to_string(), &settings.servers)),
         var: settings.var.clone(),
     })
+}
+
+/// The persistent cache of client number `number` of these servers: `zeoclient-N-TAG`, TAG
+/// naming the servers. A cache belongs to one database: after the ZEO server moved (a new,
+/// empty database), a client keeping its old cache would be refused ("server behind
+/// client"), so clients of a new server start with new caches.
+pub fn cache_name(number: &str, servers: &[String]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(servers.join(" ").as_bytes());
+    format!("zeoclient-{number}-{}", &hex::encode(digest)[..8])
 }
 
 /// The `<zeoclient>` section of client number `client` (1-based), unindented.

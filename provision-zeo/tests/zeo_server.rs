@@ -136,8 +136,12 @@ fn zeo_round_trip_pack_backup_and_restore() {
     client(&python, &client1, &["write", "first"]);
     assert_eq!(client(&python, &client2, &["read"]), expected_read("first"));
     assert!(
-        root.join("client-var/zeoclient-1-1.zec").exists(),
-        "client 1 has its persistent cache zeoclient-1"
+        root.join(format!(
+            "client-var/{}-1.zec",
+            client::cache_name("1", &zeo_client.servers)
+        ))
+        .exists(),
+        "client 1 has its persistent cache, named after its number and server"
     );
 
     // A client that shares the server's blob directory reads the blob from disk.

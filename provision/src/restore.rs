@@ -3,7 +3,7 @@
 //! ZEO: the ZEO host's `provision-zeo-restore` (repozo and the blob snapshot) with ZEO stopped
 //! meanwhile. The Plone clients and Celery workers stop first and start after: a ZEO client
 //! that has seen newer transactions than the server refuses to reconnect, so their persistent
-//! caches (`zeoclient-N-1.zec`) go too. RelStorage with the `postgres` layer: the PostgreSQL
+//! caches (`zeoclient-N-TAG-1.zec`) go too. RelStorage with the `postgres` layer: the PostgreSQL
 //! host's `provision-postgres-restore` (`pg_restore --clean` in one transaction); the clients
 //! keep running and reconnect.
 

@@ -53,8 +53,8 @@ pub struct PloneInstances {
     /// `zodb-cache-size`: objects in each client's ZODB cache. Default none (the recipe's
     /// 30000).
     pub zodb_cache_size: Option<u64>,
-    /// A persistent ZEO client cache per client (`zeo-client-client = zeoclient-N`).
-    /// Default `true`.
+    /// A persistent ZEO client cache per client (`zeo-client-client = zeoclient-N-TAG`, TAG
+    /// naming the ZEO server). Default `true`.
     pub persistent_cache: bool,
     /// `zserver-threads` of each client; also HAProxy's `maxconn` per client. Default none
     /// (2 threads).
