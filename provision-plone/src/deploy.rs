@@ -55,8 +55,14 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// The host keeps a mirror of `url` in `shared/repo`, fetches it, and exports `revision`
-    /// (a branch, tag or commit).
-    Git { url: String, revision: String },
+    /// (a branch, tag or commit). With `submodules`, the commit's git submodules come along
+    /// (recursively), checked out in a working clone kept in `shared/checkout` whose origin is
+    /// `url`, so relative submodule URLs resolve as in a developer's clone.
+    Git {
+        url: String,
+        revision: String,
+        submodules: bool,
+    },
     /// The controller sends the tree (a private repository without deploy keys on the hosts):
     /// a tar of `commit`, made by [`git_archive`].
     Pushed(PushedTree),
@@ -69,6 +75,18 @@ pub struct PushedTree {
     pub commit: String,
     /// A tar of the tree at `commit`.
     pub tar: Vec<u8>,
+}
+
+impl std::fmt::Display for Source {
+    /// What a progress line says is being built.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Git { url, revision, .. } => write!(f, "{url} at {revision}"),
+            Source::Pushed(tree) => {
+                write!(f, "commit {}", &tree.commit[..12.min(tree.commit.len())])
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for PushedTree {
@@ -240,6 +258,7 @@ struct PrepareContext<'a> {
     common: Common<'a>,
     source_description: String,
     git_url: Option<&'a str>,
+    submodules: bool,
     revision: &'a str,
     fingerprint: String,
     always_build: bool,
@@ -283,7 +302,7 @@ pub fn prepare_release_of(
     settings.validate_release()?;
     let manifest = manifest(settings, files);
     let (git_url, revision, source_description) = match source {
-        Source::Git { url, revision } => {
+        Source::Git { url, revision, .. } => {
             if url.is_empty() || url.contains(['\n', '\r']) {
                 return Err(PloneError::invalid(
                     "repository",
@@ -359,6 +378,13 @@ pub fn prepare_release_of(
         common: common(settings),
         source_description,
         git_url,
+        submodules: matches!(
+            source,
+            Source::Git {
+                submodules: true,
+                ..
+            }
+        ),
         revision,
         fingerprint: sha256_hex(manifest.as_bytes()),
         always_build: settings.deploy.always_build_on_deploy,
@@ -712,33 +738,27 @@ pub fn parse_prepared(output: &Output) -> Result<Prepared, PloneError> {
 }
 
 /// Export `revision` of the local repository at `repository` for a [`Source::Pushed`]: the
-/// full commit id and a tar of its tree (`git archive`; committed files only).
-pub async fn git_archive(repository: &Path, revision: &str) -> Result<PushedTree, PloneError> {
-    let git_error = |what: &str, message: String| PloneError::Git {
-        what: what.to_string(),
-        repository: repository.display().to_string(),
-        message,
-    };
+/// full commit id and a tar of its tree (`git archive`; committed files only). With
+/// `submodules`, the tars of the commit's submodules (recursively, each at the commit the
+/// superproject records) follow it, taken from their checkouts here; the host unpacks the
+/// concatenation with `tar --ignore-zeros`.
+pub async fn git_archive(
+    repository: &Path,
+    revision: &str,
+    submodules: bool,
+) -> Result<PushedTree, PloneError> {
     if revision.is_empty() || revision.starts_with('-') {
         return Err(PloneError::invalid("revision", revision, "not a revision"));
     }
-    let run = |args: Vec<String>| {
-        let mut command = tokio::process::Command::new("git");
-        command.arg("-C").arg(repository).args(args);
-        command.kill_on_drop(true);
-        command
-    };
-    let output = run(vec![
-        "rev-parse".into(),
-        "--verify".into(),
-        "--quiet".into(),
-        format!("{revision}^{{commit}}"),
-    ])
-    .output()
-    .await
-    .map_err(|e| git_error("rev-parse", format!("cannot run git: {e}")))?;
+    let output = git(
+        repository,
+        "rev-parse",
+        &["--verify", "--quiet", &format!("{revision}^{{commit}}")],
+    )
+    .await?;
     if !output.status.success() {
         return Err(git_error(
+            repository,
             "rev-parse",
             format!("revision {revision} is not a commit here"),
         ));
@@ -746,45 +766,122 @@ pub async fn git_archive(repository: &Path, revision: &str) -> Result<PushedTree
     let mut commit = String::from_utf8_lossy(&output.stdout).trim().to_string();
     // A subdirectory of a larger repository (such as the examples of this one): its release
     // is the last commit that changed it, so commits elsewhere do not make a new release.
-    let prefix = run(vec!["rev-parse".into(), "--show-prefix".into()])
-        .output()
-        .await
-        .map_err(|e| git_error("rev-parse", format!("cannot run git: {e}")))?;
+    let prefix = git(repository, "rev-parse", &["--show-prefix"]).await?;
     if prefix.status.success() && !String::from_utf8_lossy(&prefix.stdout).trim().is_empty() {
-        let last = run(vec![
-            "log".into(),
-            "-1".into(),
-            "--format=%H".into(),
-            commit.clone(),
-            "--".into(),
-            ".".into(),
-        ])
-        .output()
-        .await
-        .map_err(|e| git_error("log", format!("cannot run git: {e}")))?;
+        let last = git(
+            repository,
+            "log",
+            &["-1", "--format=%H", &commit, "--", "."],
+        )
+        .await?;
         let last = String::from_utf8_lossy(&last.stdout).trim().to_string();
         if !last.is_empty() {
             commit = last;
         }
     }
-    let output = run(vec![
-        "archive".into(),
-        "--format=tar".into(),
-        commit.clone(),
-    ])
-    .output()
-    .await
-    .map_err(|e| git_error("archive", format!("cannot run git: {e}")))?;
+    let mut tar = archive(repository, &commit, "").await?;
+    if submodules {
+        // (checkout, commit, path prefix in the release) still to look into for submodules.
+        let mut pending = vec![(repository.to_path_buf(), commit.clone(), String::new())];
+        while let Some((dir, at, prefix)) = pending.pop() {
+            for (path, sub_commit) in gitlinks(&dir, &at).await? {
+                let checkout = dir.join(&path);
+                let release_path = format!("{prefix}{path}/");
+                let present = checkout.join(".git").exists()
+                    && git(
+                        &checkout,
+                        "cat-file",
+                        &["-e", &format!("{sub_commit}^{{commit}}")],
+                    )
+                    .await?
+                    .status
+                    .success();
+                if !present {
+                    return Err(git_error(
+                        repository,
+                        "archive",
+                        format!(
+                            "submodule {release_path} at {sub_commit} is not checked out here: \
+                             run `git submodule update --init --recursive` in {}, or set \
+                             enable_submodules = false",
+                            repository.display()
+                        ),
+                    ));
+                }
+                tar.extend(archive(&checkout, &sub_commit, &release_path).await?);
+                pending.push((checkout, sub_commit, release_path));
+            }
+        }
+    }
+    Ok(PushedTree { commit, tar })
+}
+
+fn git_error(repository: &Path, what: &str, message: String) -> PloneError {
+    PloneError::Git {
+        what: what.to_string(),
+        repository: repository.display().to_string(),
+        message,
+    }
+}
+
+/// Runs `git -C dir SUBCOMMAND ARGS` on the controller.
+async fn git(
+    dir: &Path,
+    subcommand: &str,
+    args: &[&str],
+) -> Result<std::process::Output, PloneError> {
+    tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .arg(subcommand)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| git_error(dir, subcommand, format!("cannot run git: {e}")))
+}
+
+/// A tar of `commit` in the checkout at `dir`, its paths below `prefix`.
+async fn archive(dir: &Path, commit: &str, prefix: &str) -> Result<Vec<u8>, PloneError> {
+    let prefix = format!("--prefix={prefix}");
+    let output = git(dir, "archive", &["--format=tar", &prefix, commit]).await?;
     if !output.status.success() {
         return Err(git_error(
+            dir,
             "archive",
             String::from_utf8_lossy(&output.stderr).trim().to_string(),
         ));
     }
-    Ok(PushedTree {
-        commit,
-        tar: output.stdout,
-    })
+    Ok(output.stdout)
+}
+
+/// The submodules of `commit` (below the current directory of `dir`): each path and the
+/// commit the tree records for it.
+async fn gitlinks(dir: &Path, commit: &str) -> Result<Vec<(String, String)>, PloneError> {
+    let output = git(dir, "ls-tree", &["-r", "-z", commit]).await?;
+    if !output.status.success() {
+        return Err(git_error(
+            dir,
+            "ls-tree",
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ));
+    }
+    Ok(output
+        .stdout
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            // `<mode> SP <type> SP <object> TAB <path>`
+            let entry = std::str::from_utf8(entry).ok()?;
+            let (meta, path) = entry.split_once('\t')?;
+            let mut fields = meta.split(' ');
+            (fields.next()? == "160000" && fields.next()? == "commit").then(|| {
+                (
+                    path.to_string(),
+                    fields.next().unwrap_or_default().to_string(),
+                )
+            })
+        })
+        .collect())
 }
 
 /// Standard base64 without a dependency (core's `base64` is not one of ours).

@@ -50,6 +50,7 @@ async fn pip_release_with_generated_configs_serves_two_clients() {
     let source = Source::Git {
         url: repo.url(),
         revision: "main".into(),
+        submodules: false,
     };
     let (prepared, took) = app.prepare_ok(&source).await;
     eprintln!("pip release built in {:.1} s", took.as_secs_f64());

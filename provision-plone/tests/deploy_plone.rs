@@ -43,7 +43,9 @@ async fn plone_site_created_by_the_deploy_answers() {
     app.use_cache(&["eggs", "downloads"]);
     let repo = Repo::new("plone-buildout", &app.settings.user);
 
-    let tree = deploy::git_archive(repo.path(), "main").await.unwrap();
+    let tree = deploy::git_archive(repo.path(), "main", true)
+        .await
+        .unwrap();
     let (prepared, took) = app.prepare_ok(&Source::Pushed(tree)).await;
     eprintln!("Plone release built in {:.1} s", took.as_secs_f64());
     let Prepared::Built { release, .. } = prepared else {

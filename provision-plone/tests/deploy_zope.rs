@@ -61,6 +61,7 @@ fn git(repo: &Repo, revision: &str) -> Source {
     Source::Git {
         url: repo.url(),
         revision: revision.to_string(),
+        submodules: true,
     }
 }
 
@@ -224,7 +225,9 @@ async fn new_commits_make_new_releases_and_a_broken_build_changes_nothing() {
         return;
     };
     // The controller pushes the tree (no repository access from the host).
-    let tree = deploy::git_archive(repo.path(), "main").await.unwrap();
+    let tree = deploy::git_archive(repo.path(), "main", true)
+        .await
+        .unwrap();
     let (first, took) = app.prepare_ok(&Source::Pushed(tree)).await;
     eprintln!(
         "release of a pushed tree built in {:.1} s",
@@ -241,7 +244,9 @@ async fn new_commits_make_new_releases_and_a_broken_build_changes_nothing() {
     std::os::unix::fs::symlink(&target, repo.path().join("REVISION")).unwrap();
     repo.write("README.txt", "second commit\n");
     let second_commit = repo.commit("second");
-    let tree = deploy::git_archive(repo.path(), "HEAD").await.unwrap();
+    let tree = deploy::git_archive(repo.path(), "HEAD", true)
+        .await
+        .unwrap();
     assert_eq!(tree.commit, second_commit);
     let (prepared, took) = app.prepare_ok(&Source::Pushed(tree)).await;
     eprintln!(
@@ -417,4 +422,175 @@ async fn rollback_returns_to_the_previous_release_and_prune_keeps_five() {
         .await;
     assert_eq!(left(&app), expected(&[0, 5, 6]), "{report:?}");
     assert_eq!(app.current().unwrap().display().to_string(), releases[0]);
+}
+
+/// A git repository in `dir` holding what is there, committed on `main`.
+fn init_repository(dir: &std::path::Path) {
+    let git = |args: &[&str]| {
+        common::run(
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args),
+        )
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&[
+        "-c",
+        "user.name=provision tests",
+        "-c",
+        "user.email=tests@provision.invalid",
+        "commit",
+        "-q",
+        "-m",
+        "submodule",
+    ]);
+}
+
+/// `git submodule add` of the repository at `url` as `path` of `superproject`, then its
+/// `.gitmodules` URL made `relative`, as a project on a forge writes it.
+fn add_submodule(
+    superproject: &std::path::Path,
+    url: &std::path::Path,
+    path: &str,
+    relative: &str,
+) {
+    let git = |args: &[&str]| {
+        common::run(
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(superproject)
+                .args(["-c", "protocol.file.allow=always"])
+                .args(args),
+        )
+    };
+    git(&["submodule", "add", "-q", &url.display().to_string(), path]);
+    git(&["submodule", "update", "-q", "--init", "--recursive"]);
+    git(&[
+        "config",
+        "-f",
+        ".gitmodules",
+        &format!("submodule.{path}.url"),
+        relative,
+    ]);
+    git(&["add", ".gitmodules"]);
+}
+
+/// The app's `cfg/` (the buildout configs deploy.cfg extends) moved into a submodule with a
+/// relative URL and a nested submodule of its own: a release built from the host's mirror and
+/// one from a tree the controller pushed both have them, so buildout finds its configs.
+#[tokio::test(flavor = "multi_thread")]
+async fn submodules_come_with_the_release_from_git_and_from_the_controller() {
+    let Some((app, repo)) = app(settings(free_port())).await else {
+        return;
+    };
+    let owner = app.settings.user.clone();
+    // Working repositories named as their bare copies on the "forge" (next to site.git), so
+    // that relative URLs resolve alike here and on the host.
+    let work = tempfile::Builder::new()
+        .prefix("plone-sub-")
+        .tempdir()
+        .unwrap();
+    let nested = work.path().join("nested.git");
+    fs::create_dir(&nested).unwrap();
+    fs::write(nested.join("NESTED.txt"), "from the nested submodule\n").unwrap();
+    init_repository(&nested);
+    let cfg = work.path().join("cfg.git");
+    common::run(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(repo.path().join("cfg"))
+            .arg(&cfg),
+    );
+    init_repository(&cfg);
+    add_submodule(&cfg, &nested, "nested", "../nested.git");
+    common::run(std::process::Command::new("git").arg("-C").arg(&cfg).args([
+        "-c",
+        "user.name=provision tests",
+        "-c",
+        "user.email=tests@provision.invalid",
+        "commit",
+        "-q",
+        "-m",
+        "nested",
+    ]));
+    repo.git(&["rm", "-r", "-q", "cfg"]);
+    add_submodule(repo.path(), &cfg, "cfg", "../cfg.git");
+    let commit = repo.commit("cfg is a submodule");
+    let forge = std::path::Path::new(&repo.url())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for name in ["cfg.git", "nested.git"] {
+        common::run(
+            std::process::Command::new("git")
+                .args(["clone", "-q", "--bare"])
+                .arg(work.path().join(name))
+                .arg(forge.join(name)),
+        );
+        common::run(
+            std::process::Command::new("chown")
+                .args(["-R", &format!("{owner}:{owner}")])
+                .arg(forge.join(name)),
+        );
+    }
+    // Since git 2.38 submodules may not come over the local file transport unless allowed;
+    // a real forge is reached over https or ssh.
+    common::run(std::process::Command::new("runuser").args([
+        "-u",
+        &owner,
+        "--",
+        "sh",
+        "-c",
+        "HOME=$(getent passwd \"$(id -un)\" | cut -d: -f6) git config --global protocol.file.allow always",
+    ]));
+
+    let release = built(app.prepare_ok(&git(&repo, "main")).await.0);
+    let release = std::path::Path::new(&release);
+    assert!(release.join("cfg/base.cfg").is_file());
+    assert_eq!(
+        fs::read_to_string(release.join("cfg/nested/NESTED.txt")).unwrap(),
+        "from the nested submodule\n"
+    );
+    assert!(release.join("bin/client1").is_file(), "buildout used cfg/");
+
+    let tree = deploy::git_archive(repo.path(), "main", true)
+        .await
+        .unwrap();
+    assert_eq!(tree.commit, commit);
+    let (prepared, _) = app.prepare_ok(&Source::Pushed(tree)).await;
+    let pushed = built(prepared);
+    let pushed = std::path::Path::new(&pushed);
+    assert!(pushed.join("cfg/base.cfg").is_file());
+    assert!(pushed.join("cfg/nested/NESTED.txt").is_file());
+    assert!(pushed.join("bin/client1").is_file(), "buildout used cfg/");
+
+    // Without submodules on the controller's side: a clear error naming the submodule.
+    let error = deploy::git_archive(&cfg.join("nested"), "main", true).await;
+    assert!(
+        error.is_ok(),
+        "a repository without submodules exports as before"
+    );
+    common::run(
+        std::process::Command::new("rm")
+            .arg("-rf")
+            .arg(repo.path().join("cfg/nested")),
+    );
+    fs::create_dir(repo.path().join("cfg/nested")).unwrap();
+    let error = deploy::git_archive(repo.path(), "main", true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("submodule cfg/nested/") && error.contains("git submodule update --init"),
+        "{error}"
+    );
+    let tree = deploy::git_archive(repo.path(), "main", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        tree.commit, commit,
+        "enable_submodules = false exports the superproject only"
+    );
 }

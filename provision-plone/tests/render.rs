@@ -227,6 +227,7 @@ fn all_scripts(s: &InstanceSettings) -> Vec<(String, String)> {
     let git = Source::Git {
         url: "https://git.example.org/site.git".into(),
         revision: "main".into(),
+        submodules: true,
     };
     let pushed = Source::Pushed(PushedTree {
         commit: "0123456789abcdef0123456789abcdef01234567".into(),

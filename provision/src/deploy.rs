@@ -178,10 +178,7 @@ pub async fn deploy(
         futures::stream::iter(targets.iter().map(|target| {
             let source = &source;
             async move {
-                progress.step(
-                    target.host.name(),
-                    &format!("building {}", describe(source)),
-                );
+                progress.step(target.host.name(), &format!("building {}", source));
                 let command = scripts::prepare_release(&target.settings, source, templates)?;
                 let output = target
                     .host
@@ -718,15 +715,6 @@ pub(crate) async fn set_state(
         }
     }
     known
-}
-
-fn describe(source: &scripts::Source) -> String {
-    match source {
-        scripts::Source::Git { url, revision } => format!("{url} at {revision}"),
-        scripts::Source::Pushed(tree) => {
-            format!("commit {}", &tree.commit[..12.min(tree.commit.len())])
-        }
-    }
 }
 
 #[cfg(test)]

@@ -127,13 +127,13 @@ async fn one_host(
             (Some(live), true) => format!("live revision {}", short(live)),
         };
         return Ok(Some(vec![
-            format!("build {} ({why})", describe(&source)),
+            format!("build {} ({why})", source),
             format!("restart {}", zeoserver::SERVICE),
         ]));
     }
     progress.step(
         host.name(),
-        &format!("building the ZEO server from {}", describe(&source)),
+        &format!("building the ZEO server from {}", source),
     );
     let command = scripts::prepare_release_of(settings, &release.files, &source, templates)?;
     let output = host
@@ -208,11 +208,4 @@ async fn run(session: &Session, host: &Host, what: &str, script: String) -> anyh
 
 fn short(commit: &str) -> &str {
     &commit[..12.min(commit.len())]
-}
-
-fn describe(source: &Source) -> String {
-    match source {
-        Source::Git { url, revision } => format!("{url} at {revision}"),
-        Source::Pushed(tree) => format!("commit {}", short(&tree.commit)),
-    }
 }

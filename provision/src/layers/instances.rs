@@ -207,15 +207,17 @@ impl Storage {
 
 /// Where a release's tree comes from: a repository on the controller (a path that exists
 /// here) is exported with `git archive` and pushed over SSH, for private repositories without
-/// deploy keys on the hosts; anything else is a URL the hosts clone from.
+/// deploy keys on the hosts; anything else is a URL the hosts clone from. Submodules come
+/// along unless `deploy.<app>.enable_submodules` is off.
 pub async fn source(
     stack: &Stack,
     app: &App,
     revision: &str,
 ) -> anyhow::Result<provision_plone::deploy::Source> {
+    let submodules = stack.deploy_settings(&app.name).enable_submodules;
     let local = stack.base_dir().join(&app.repository);
     if local.exists() {
-        let tree = provision_plone::deploy::git_archive(&local, revision)
+        let tree = provision_plone::deploy::git_archive(&local, revision, submodules)
             .await
             .with_context(|| {
                 format!(
@@ -228,5 +230,6 @@ pub async fn source(
     Ok(provision_plone::deploy::Source::Git {
         url: app.repository.clone(),
         revision: revision.to_string(),
+        submodules,
     })
 }

@@ -116,9 +116,11 @@ pub struct DeployApp {
     pub ssl_certificate_key: Option<SecretString>,
     /// The PEM chain of the certificate authority. Default none.
     pub ssl_certificate_ca: Option<String>,
-    /// Check out git submodules. Default `true`. Not honoured yet: a release is the `git
-    /// archive` of the commit, which leaves submodules out; vendor them into the repository
-    /// (or use mr.developer sources) until it is.
+    /// Put the commit's git submodules (recursively) into each release. Default `true`. Hosts
+    /// cloning the repository check them out in `shared/checkout` (relative submodule URLs
+    /// resolve against the app's repository URL); a repository pushed from the controller
+    /// sends them from the local checkout, which must have them (`git submodule update --init
+    /// --recursive`).
     pub enable_submodules: bool,
     /// Clone with `--depth 1`. Default `true`. Ignored: the hosts keep a mirror of the
     /// repository and fetch only what changed, which a shallow clone cannot serve.
