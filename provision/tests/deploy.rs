@@ -5,6 +5,8 @@
 //! Without root or systemd-nspawn these tests skip with one line, except under
 //! PROVISION_SANDBOX=required (CI), where they fail.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -18,13 +20,7 @@ use provision_sandbox::fixture;
 const SECRET: [(&str, &str); 1] = [("PROVISION_SECRET_HAPROXY_STATS_PASSWORD", "st4ts-Secret")];
 
 fn provision(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provision"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("PROVISION_STACK")
-        .envs(SECRET)
-        .output()
-        .expect("the provision binary runs")
+    common::provision(dir, args, &SECRET)
 }
 
 fn text(bytes: &[u8]) -> String {

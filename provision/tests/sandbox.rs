@@ -4,25 +4,16 @@
 //! Without root or systemd-nspawn these tests skip with one line, except under
 //! PROVISION_SANDBOX=required (CI), where they fail.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::provision;
 use provision_sandbox::fixture;
-
-fn provision(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_provision"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_remove("PROVISION_STACK");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().expect("the provision binary runs")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

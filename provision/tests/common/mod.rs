@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use provision_sandbox::fixture::{self, Hosts};
 
-/// Runs the `provision` binary in `dir` with `args` and extra environment variables.
+/// Runs the `provision` binary in `dir` with `args` and extra environment variables, and
+/// asserts that its output shows no secret of the run: a `PROVISION_SECRET_*` value or a value
+/// of the stack's secrets file (read before and after: `up` may generate some), plain or
+/// percent-encoded as in a URL. Every end-to-end test runs `provision` through here, so this
+/// is the sweep over all output of plan, up, deploy, status and their errors.
 pub fn provision(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_provision"));
     command
@@ -22,7 +26,75 @@ pub fn provision(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (key, value) in env {
         command.env(key, value);
     }
-    command.output().expect("the provision binary runs")
+    let mut secrets = secret_values(dir, args, env);
+    let out = command.output().expect("the provision binary runs");
+    secrets.extend(secret_values(dir, args, env));
+    let printed = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    for secret in &secrets {
+        for form in [secret.clone(), percent_encoded(secret)] {
+            assert!(
+                !printed.contains(&form),
+                "provision {args:?} printed a secret ({}...):\n{printed}",
+                &secret[..2]
+            );
+        }
+    }
+    out
+}
+
+/// The secret values a run of `provision` with `args` in `dir` knows: its `PROVISION_SECRET_*`
+/// variables and the string values of the stack's secrets file. Values shorter than 6
+/// characters would be found by chance and are left out.
+fn secret_values(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let mut values: Vec<String> = std::env::vars()
+        .filter(|(key, _)| key.starts_with("PROVISION_SECRET_"))
+        .map(|(_, value)| value)
+        .chain(
+            env.iter()
+                .filter(|(key, _)| key.starts_with("PROVISION_SECRET_"))
+                .map(|(_, value)| value.to_string()),
+        )
+        .collect();
+    let stack_file = args
+        .iter()
+        .position(|a| *a == "--stack")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(|| dir.join("stack.toml"), |f| dir.join(f));
+    let secrets_file = std::fs::read_to_string(&stack_file)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|stack| Some(stack.get("stack")?.get("secrets")?.as_str()?.to_string()))
+        .map(|file| stack_file.parent().unwrap_or(dir).join(file));
+    if let Some(table) = secrets_file
+        .and_then(|file| std::fs::read_to_string(file).ok())
+        .and_then(|text| text.parse::<toml::Table>().ok())
+    {
+        collect_strings(&toml::Value::Table(table), &mut values);
+    }
+    values.retain(|v| v.len() >= 6);
+    values
+}
+
+fn collect_strings(value: &toml::Value, into: &mut Vec<String>) {
+    match value {
+        toml::Value::String(s) => into.push(s.clone()),
+        toml::Value::Array(items) => items.iter().for_each(|v| collect_strings(v, into)),
+        toml::Value::Table(table) => table.values().for_each(|v| collect_strings(v, into)),
+        _ => {}
+    }
+}
+
+/// `value` as a URL's user info carries it: every byte but unreserved ones as `%XX`.
+fn percent_encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub fn text(bytes: &[u8]) -> String {
