@@ -241,6 +241,11 @@ fn zeo_serves_two_hosts_and_its_backups_survive_the_loss_of_the_database_host() 
         "stat -c '%U:%G %a' /etc/provision/zeo/rclone.conf",
     );
     assert_eq!(mode.trim(), "root:zeo 640");
+    let files = common::assert_secret_files_private(&hosts, "db1", &[S3_KEY, S3_SECRET]);
+    assert!(
+        files.iter().any(|f| f.ends_with("/etc/provision/zeo/rclone.conf")),
+        "{files:?}"
+    );
 
     // A client on app1 commits an object and a blob; a client on app2 reads both.
     let db1_config = zeo_client_config(&hosts, "db1");
@@ -543,6 +548,11 @@ fn relstorage_serves_two_hosts_through_memcached_and_one_host_packs() {
         ),
     );
     assert!(!refused.status.success(), "out1 got into the database");
+    // No file holding the database password is readable by others, on any host.
+    for host in ["db1", "app1", "app2"] {
+        let files = common::assert_secret_files_private(&hosts, host, &[DB_PASSWORD]);
+        assert!(!files.is_empty() || host == "db1", "{host}: the sweep found no config");
+    }
     assert!(
         text(&refused.stderr)
             .contains(&format!("no pg_hba.conf entry for host \"{out1_address}\"")),

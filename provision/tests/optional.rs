@@ -203,6 +203,23 @@ fn celery_and_solr_are_added_to_a_running_stack_with_one_edit_and_no_failed_requ
         "stat -c '%U:%G %a' /etc/redis/provision-auth.conf",
     );
     assert_eq!(redis, "redis:redis 640\n");
+    // Nor does any other file on any host let others read a secret.
+    for host in ["lb1", "app1", "app2", "db1"] {
+        let files = common::assert_secret_files_private(
+            &hosts,
+            host,
+            &[REDIS_PASSWORD, STATS_PASSWORD],
+        );
+        let wanted = match host {
+            "lb1" => "/etc/haproxy/haproxy.cfg",
+            "db1" => "/etc/redis/provision-auth.conf",
+            _ => "/etc/provision/plone-site.env",
+        };
+        assert!(
+            files.iter().any(|f| f.ends_with(wanted)),
+            "the sweep on {host} did not find {wanted}: {files:?}"
+        );
+    }
 
     // A task sent by the app on app1 runs on a worker, which leaves its marker.
     let (status, id) = get(&client("app1"), "/@@celery-enqueue?marker=added-1");

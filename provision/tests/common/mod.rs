@@ -471,3 +471,41 @@ pub fn http_get(address: &str, path: &str, timeout: Duration) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Asserts that every file on `host` holding one of `secrets` (plain or percent-encoded as in
+/// a URL) is readable by its owner and at most its group: the sweep over a host's disk for
+/// secret files (configs, env files, credentials) left readable by everyone. Returns the files
+/// found, for a test to check that the sweep saw what it should.
+pub fn assert_secret_files_private(hosts: &Hosts, host: &str, secrets: &[&str]) -> Vec<String> {
+    let patterns: String = secrets
+        .iter()
+        .flat_map(|s| [s.to_string(), percent_encoded(s)])
+        .map(|s| s + "\n")
+        .collect();
+    let encoded = base64_lines(patterns.as_bytes());
+    let script = format!(
+        "set -e; p=$(mktemp); trap 'rm -f \"$p\"' EXIT; echo '{encoded}' | base64 -d > \"$p\"; \
+         grep -rlZF -f \"$p\" /etc /srv /opt /home /root /var/lib /var/backups /usr/local \
+           2>/dev/null | xargs -0 -r stat -c '%a %U:%G %n'"
+    );
+    let listing = sh(hosts, host, &script);
+    let files: Vec<String> = listing.lines().map(str::to_string).collect();
+    let open: Vec<&String> = files
+        .iter()
+        .filter(|line| {
+            let mode = line.split(' ').next().unwrap_or("777");
+            u32::from_str_radix(mode, 8).map_or(true, |m| m & 0o027 != 0)
+        })
+        .collect();
+    assert!(
+        open.is_empty(),
+        "on {host}, files holding a secret can be read by others or written by the group:\n{open:#?}\n(all files holding one: {files:#?})"
+    );
+    files
+}
+
+/// Standard base64 of `data` on one line (for a shell's `base64 -d`).
+fn base64_lines(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
