@@ -404,39 +404,59 @@ pub async fn release_command(
                     mask: &mask,
                     progress: &progress,
                 };
-                let mut not_set_up = Vec::new();
+                let mut setups = Vec::new();
                 for target in &targets {
                     let setup = provision_plone::instances::resources(
                         &target.settings,
                         Phase::Setup,
                         &templates,
                     )?;
-                    let result = engine::converge(&target.host, &setup, &options).await;
-                    if let Outcome::Failed(error) = result.outcome {
-                        not_set_up.push(HostDeploy {
-                            host: target.host.name().to_string(),
+                    setups.push((target.host.clone(), setup));
+                }
+                // All hosts at once; a host that fails its setup counts toward --max-fail
+                // like an unreachable one, and the others go on.
+                let set_up = engine::converge_all(setups, usize::from(args.parallel), &options);
+                let not_set_up: Vec<HostDeploy> = set_up
+                    .await
+                    .into_iter()
+                    .filter_map(|report| match report.outcome {
+                        Outcome::Failed(error) => Some(HostDeploy {
+                            host: report.host,
                             release: None,
                             revision: None,
                             outcome: DeployOutcome::Failed(format!("setting up: {error}")),
-                        });
-                    }
-                }
-                if not_set_up.is_empty() {
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                let failed_before = unreachable + not_set_up.len();
+                let all = targets.len() + unreachable;
+                let ready: Vec<_> = targets
+                    .into_iter()
+                    .filter(|t| !not_set_up.iter().any(|f| f.host == t.host.name()))
+                    .collect();
+                let mut done = not_set_up;
+                if failed_before <= session.args.max_fail.allowed(all) {
                     let mut deployed = deploy::deploy(
                         &session,
-                        &targets,
+                        &ready,
                         &lbs,
                         revision,
-                        unreachable,
+                        failed_before,
                         &templates,
                         &progress,
                     )
                     .await?;
-                    ensure_clients_running(&session, &targets, &mut deployed, &progress).await;
-                    deployed
+                    ensure_clients_running(&session, &ready, &mut deployed, &progress).await;
+                    done.extend(deployed);
                 } else {
-                    not_set_up
+                    eprintln!(
+                        "provision: not deployed: {failed_before} instance host(s) unreachable \
+                         or not set up, more than --max-fail allows; no host was changed beyond \
+                         its setup"
+                    );
                 }
+                done
             }
             ReleaseAction::Rollback => {
                 deploy::rollback(&session, &targets, &lbs, &templates, &progress).await?

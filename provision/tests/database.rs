@@ -243,7 +243,9 @@ fn zeo_serves_two_hosts_and_its_backups_survive_the_loss_of_the_database_host() 
     assert_eq!(mode.trim(), "root:zeo 640");
     let files = common::assert_secret_files_private(&hosts, "db1", &[S3_KEY, S3_SECRET]);
     assert!(
-        files.iter().any(|f| f.ends_with("/etc/provision/zeo/rclone.conf")),
+        files
+            .iter()
+            .any(|f| f.ends_with("/etc/provision/zeo/rclone.conf")),
         "{files:?}"
     );
 
@@ -551,7 +553,10 @@ fn relstorage_serves_two_hosts_through_memcached_and_one_host_packs() {
     // No file holding the database password is readable by others, on any host.
     for host in ["db1", "app1", "app2"] {
         let files = common::assert_secret_files_private(&hosts, host, &[DB_PASSWORD]);
-        assert!(!files.is_empty() || host == "db1", "{host}: the sweep found no config");
+        assert!(
+            !files.is_empty() || host == "db1",
+            "{host}: the sweep found no config"
+        );
     }
     assert!(
         text(&refused.stderr)

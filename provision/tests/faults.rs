@@ -312,6 +312,49 @@ fn a_crashed_host_or_a_killed_controller_during_a_deploy_leave_old_or_new_and_a_
     );
     assert_eq!(live_release(&hosts, "app2").unwrap().0, app2_new);
     assert_live_releases_built(&hosts, &instances, &rerun.show());
+
+    // 4. app1 cannot be set up (a file where a directory of its setup belongs): without
+    //    --max-fail nothing is deployed; with --max-fail 1 app2 takes the new revision and
+    //    app1 is named with the step; once app1 is mended a rerun brings it along.
+    let app1_before = live_release(&hosts, "app1").unwrap().0;
+    commit(&repo, "NEWS.txt", "v4\n", "v4");
+    let downloads = "/srv/www/site/shared/downloads";
+    sh(
+        &hosts,
+        "app1",
+        &format!("rm -rf {downloads} && touch {downloads}"),
+    );
+    let refused = run(dir.path(), &["deploy", "--sandbox"], long);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.show());
+    assert!(
+        refused.stdout.contains("app1: FAILED") && refused.stdout.contains("setting up"),
+        "{}",
+        refused.show()
+    );
+    assert!(
+        refused.stderr.contains("more than --max-fail allows"),
+        "{}",
+        refused.show()
+    );
+    assert_eq!(live_release(&hosts, "app2").unwrap().0, app2_new);
+    let partial = run(
+        dir.path(),
+        &["deploy", "--sandbox", "--max-fail", "1"],
+        long,
+    );
+    assert_eq!(partial.status.code(), Some(1), "{}", partial.show());
+    assert!(
+        partial.stdout.contains("app1: FAILED") && partial.stdout.contains("app2: deployed"),
+        "{}",
+        partial.show()
+    );
+    assert_ne!(live_release(&hosts, "app2").unwrap().0, app2_new);
+    assert_eq!(live_release(&hosts, "app1").unwrap().0, app1_before);
+    sh(&hosts, "app1", &format!("rm -f {downloads}"));
+    let rerun = run(dir.path(), &["deploy", "--sandbox"], long);
+    assert_eq!(rerun.status.code(), Some(0), "{}", rerun.show());
+    assert!(rerun.stdout.contains("app1: deployed"), "{}", rerun.show());
+    assert_live_releases_built(&hosts, &instances, &rerun.show());
 }
 
 /// The file `configure` changes on every host of the base-system stack.

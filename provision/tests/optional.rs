@@ -205,11 +205,8 @@ fn celery_and_solr_are_added_to_a_running_stack_with_one_edit_and_no_failed_requ
     assert_eq!(redis, "redis:redis 640\n");
     // Nor does any other file on any host let others read a secret.
     for host in ["lb1", "app1", "app2", "db1"] {
-        let files = common::assert_secret_files_private(
-            &hosts,
-            host,
-            &[REDIS_PASSWORD, STATS_PASSWORD],
-        );
+        let files =
+            common::assert_secret_files_private(&hosts, host, &[REDIS_PASSWORD, STATS_PASSWORD]);
         let wanted = match host {
             "lb1" => "/etc/haproxy/haproxy.cfg",
             "db1" => "/etc/redis/provision-auth.conf",
