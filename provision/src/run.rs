@@ -8,6 +8,7 @@ use provision_core::engine::{self, Connection, HostReport, Mode, Options, Outcom
 use provision_core::facts::Facts;
 use provision_core::host::{Command, Host, HostError};
 use provision_core::phase::Phase;
+use provision_core::resource::{Resource, Service};
 use provision_core::stack::{HostSpec, Layer};
 use provision_core::template::Templates;
 
@@ -253,26 +254,34 @@ async fn ensure_clients_running(
         mask: &mask,
         progress,
     };
-    for target in targets {
-        let Some(report) = reports.iter_mut().find(|r| r.host == target.host.name()) else {
-            continue;
-        };
-        if !matches!(
-            report.outcome,
-            DeployOutcome::Unchanged | DeployOutcome::Deployed
-        ) {
-            continue;
-        }
-        let mut services = provision_plone::instances::client_services(&target.settings);
-        if let Some(workers) = &target.workers {
-            services.push(provision_core::resource::Service::running(workers.worker_unit()).into());
-            if workers.beat {
-                services
-                    .push(provision_core::resource::Service::running(workers.beat_unit()).into());
+    // Every host's clients at once: one round trip each, not one after the other.
+    let work: Vec<(Host, Vec<Resource>)> = targets
+        .iter()
+        .filter(|target| {
+            reports.iter().any(|r| {
+                r.host == target.host.name()
+                    && matches!(
+                        r.outcome,
+                        DeployOutcome::Unchanged | DeployOutcome::Deployed
+                    )
+            })
+        })
+        .map(|target| {
+            let mut services = provision_plone::instances::client_services(&target.settings);
+            if let Some(workers) = &target.workers {
+                services.push(Service::running(workers.worker_unit()).into());
+                if workers.beat {
+                    services.push(Service::running(workers.beat_unit()).into());
+                }
             }
-        }
-        let result = engine::converge(&target.host, &services, &options).await;
-        if let Outcome::Failed(error) = result.outcome {
+            (target.host.clone(), services)
+        })
+        .collect();
+    for result in engine::converge_all(work, usize::from(session.args.parallel), &options).await {
+        if let (Outcome::Failed(error), Some(report)) = (
+            result.outcome,
+            reports.iter_mut().find(|r| r.host == result.host),
+        ) {
             report.outcome = DeployOutcome::Failed(format!("starting the clients: {error}"));
         }
     }
