@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod facts;
+pub mod firewall;
 pub mod host;
 pub mod phase;
 pub mod resource;

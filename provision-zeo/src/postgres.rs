@@ -37,6 +37,8 @@ pub const BACKUP_JOB: &str = "postgres-backup";
 pub const BACKUP_SCRIPT: &str = "/usr/local/sbin/provision-postgres-backup";
 /// The restore script (see its head for the arguments).
 pub const RESTORE_SCRIPT: &str = "/usr/local/sbin/provision-postgres-restore";
+/// PostgreSQL's port.
+pub const DEFAULT_PORT: u16 = 5432;
 
 /// PostgreSQL's settings for RelStorage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -84,7 +86,7 @@ impl PostgresSettings {
         PostgresSettings {
             version: version.to_string(),
             listen_addresses: vec![listen_address],
-            port: 5432,
+            port: DEFAULT_PORT,
             allowed_clients,
             role: "plone".to_string(),
             database: "zodb".to_string(),

@@ -822,6 +822,49 @@ fn solr_settings_that_cannot_work_are_refused_naming_the_attribute() {
 }
 
 #[test]
+fn firewall_settings_that_cannot_work_are_refused_naming_the_attribute() {
+    let cases = [
+        (
+            "ssh_from = [\"10.0.0.0/8\", \"office\"]",
+            "`attributes.firewall.ssh_from` holds `office` at stack.toml:12:12, which is not an IP address or network: write it like `203.0.113.7` or `203.0.113.0/24`",
+        ),
+        (
+            "trusted = \"10.0.0.0/33\"",
+            "`attributes.firewall.trusted` holds `10.0.0.0/33` at stack.toml:12:11, whose prefix length is not a number from 0 to 32",
+        ),
+        (
+            // Nobody could reach SSH from outside the stack, not even provision.
+            "enable = true\nssh_from = []",
+            "`attributes.firewall.enable` is true at stack.toml:12:10, but `attributes.firewall.ssh_from` is empty at stack.toml:13:12: only the stack's own hosts could log in over SSH, not provision from here; list the addresses or networks you connect from, or remove it (the default is anywhere)",
+        ),
+        (
+            "extra_tcp_ports = [8443, 0]",
+            "`attributes.firewall.extra_tcp_ports` holds 0 at stack.toml:12:19, which is not a port: list ports from 1 to 65535",
+        ),
+    ];
+    for (lines, expected) in cases {
+        assert_eq!(
+            error(&base_and(&format!("[attributes.firewall]\n{lines}\n"))),
+            expected,
+            "{lines}"
+        );
+    }
+    // With the firewall on, every host is let in by its address, which must be an IP.
+    let named = BASE.replace(
+        "address = \"10.0.0.11\"\nlayers = [\"plone_instances\"]",
+        "address = \"app1.example.org\"\nlayers = []",
+    );
+    parse(&named);
+    assert_eq!(
+        error(&format!("{named}[attributes.firewall]\nenable = true\n")),
+        "`attributes.firewall.enable` is true at stack.toml:12:10, and the firewall lets the stack's hosts in by address, but host `app1` at stack.toml:4:1 has `app1.example.org`, which is not an IP address: set `private_address` of `[hosts.app1]` to the host's private IP"
+    );
+    // Off (the default), nothing else is asked; on, the defaults work.
+    let on = parse(&base_and("[attributes.firewall]\nenable = true\n"));
+    assert_eq!(on.attributes().firewall.ssh_from, ["0.0.0.0/0", "::/0"]);
+}
+
+#[test]
 fn shared_blob_mounts_need_a_blob_server() {
     assert_eq!(
         error(&base_and(

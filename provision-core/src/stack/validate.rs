@@ -31,6 +31,7 @@ pub(crate) fn validate(stack: &Stack) -> Vec<Problem> {
     v.apps();
     v.zeoserver_mode();
     v.site();
+    v.firewall();
     v.problems
 }
 
@@ -188,6 +189,21 @@ impl Validator<'_> {
                 .into_iter()
                 .find(|l| has_postgres && host.has_layer(*l))
                 .map(|l| (l, "PostgreSQL lets its clients in by address"));
+            if binds.or(database_client).is_none() && stack.attributes.firewall.enable {
+                let host_at = self.locate(&["hosts", &host.name], Part::Value);
+                let (is_true, _) = self.is_true("firewall.enable");
+                self.push(
+                    format!(
+                        "{is_true}, and the firewall lets the stack's hosts in by address, but \
+                         host `{}`{} has `{address}`, which is not an IP address: set \
+                         `private_address` of `[hosts.{}]` to the host's private IP",
+                        host.name,
+                        at(&host_at),
+                        host.name
+                    ),
+                    host_at.location,
+                );
+            }
             if let Some((layer, why)) = binds.or(database_client) {
                 let host_at = self.locate(&["hosts", &host.name], Part::Value);
                 self.push(
@@ -609,6 +625,50 @@ impl Validator<'_> {
                     at(&site),
                 ),
                 site.location,
+            );
+        }
+    }
+
+    /// `firewall`: addresses and networks nftables accepts, and SSH left open to someone.
+    fn firewall(&mut self) {
+        let firewall = &self.stack.attributes.firewall;
+        for (key, list) in [
+            ("firewall.ssh_from", &firewall.ssh_from),
+            ("firewall.trusted", &firewall.trusted),
+        ] {
+            for text in list {
+                if let Err(why) = crate::firewall::parse_network(text) {
+                    let located = self.attribute(key);
+                    self.push(
+                        format!("`{}` holds `{text}`{}, {why}", located.path, at(&located)),
+                        located.location,
+                    );
+                }
+            }
+        }
+        if firewall.enable && firewall.ssh_from.is_empty() {
+            let located = self.attribute("firewall.ssh_from");
+            let (is_true, _) = self.is_true("firewall.enable");
+            self.push(
+                format!(
+                    "{is_true}, but `{}` is empty{}: only the stack's own hosts could log in \
+                     over SSH, not provision from here; list the addresses or networks you \
+                     connect from, or remove it (the default is anywhere)",
+                    located.path,
+                    at(&located)
+                ),
+                located.location,
+            );
+        }
+        if firewall.extra_tcp_ports.contains(&0) {
+            let located = self.attribute("firewall.extra_tcp_ports");
+            self.push(
+                format!(
+                    "`{}` holds 0{}, which is not a port: list ports from 1 to 65535",
+                    located.path,
+                    at(&located)
+                ),
+                located.location,
             );
         }
     }

@@ -227,6 +227,11 @@ fn db_params(stack: &Stack) -> DbParams {
     }
 }
 
+/// The port the `postgres` layer's PostgreSQL listens on.
+pub fn postgres_port(stack: &Stack) -> u16 {
+    db_params(stack).port.unwrap_or(postgres::DEFAULT_PORT)
+}
+
 /// How the instances and the packer reach the RelStorage database: `relstorage.db.dsn` as it
 /// is, else a DSN from the host (`relstorage.db.host`, the app's database host, or the first
 /// `postgres` host) and [`db_params`].

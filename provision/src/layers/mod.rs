@@ -16,6 +16,7 @@ use crate::session::FactsByHost;
 pub mod blobs;
 // pub(crate) for migrate_relstorage (the RelStorage settings of a stack).
 pub(crate) mod database;
+mod firewall;
 pub mod instances;
 mod lb;
 pub mod optional;
@@ -24,6 +25,7 @@ pub mod optional;
 pub fn all_templates() -> Vec<TemplateSource> {
     [
         system::TEMPLATES,
+        provision_core::firewall::TEMPLATES,
         provision_nginx::TEMPLATES,
         provision_zeo::TEMPLATES,
         provision_plone::TEMPLATES,
@@ -106,6 +108,8 @@ pub fn resources(
                 _ => Vec::new(),
             });
         }
+        // Last, once the host's services are configured; off, it removes a firewall of ours.
+        resources.extend(firewall::resources(context, *phase, templates)?);
     }
     Ok(without_repeats(resources))
 }

@@ -509,3 +509,34 @@ fn base64_lines(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(data)
 }
+
+/// Which of `targets` (address, port) `host` opens a TCP connection to within 3 s, all tried
+/// at once (a dropped connection costs the whole timeout): one bool per target, in order.
+pub fn tcp_reachable(hosts: &Hosts, host: &str, targets: &[(&str, u16)]) -> Vec<bool> {
+    let targets: Vec<String> = targets
+        .iter()
+        .map(|(address, port)| format!("(\"{address}\", {port})"))
+        .collect();
+    let script = format!(
+        "python3 - <<'PY'\n\
+         import socket, threading\n\
+         targets = [{}]\n\
+         reached = [False] * len(targets)\n\
+         def probe(i):\n\
+         \x20   try:\n\
+         \x20       socket.create_connection(targets[i], 3).close()\n\
+         \x20       reached[i] = True\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         threads = [threading.Thread(target=probe, args=(i,)) for i in range(len(targets))]\n\
+         for t in threads: t.start()\n\
+         for t in threads: t.join()\n\
+         print(' '.join('1' if r else '0' for r in reached))\n\
+         PY",
+        targets.join(", ")
+    );
+    sh(hosts, host, &script)
+        .split_whitespace()
+        .map(|r| r == "1")
+        .collect()
+}

@@ -24,8 +24,8 @@ pub use plone::{
     PloneZeoserver, RelStorage, RelStorageDb, Zeo, ZeoMode, is_site_id,
 };
 pub use system::{
-    Apt, EbsSnapshots, NewRelic, Newrelic, Papertrail, Redis, S3fsFuse, S3fsMount, System, Tmpdir,
-    Traceview, UnattendedUpgrades,
+    Apt, EbsSnapshots, Firewall, NewRelic, Newrelic, Papertrail, Redis, S3fsFuse, S3fsMount,
+    System, Tmpdir, Traceview, UnattendedUpgrades,
 };
 
 /// All attributes of a stack: the stack file's `[attributes]`, with the custom JSON merged over
@@ -77,6 +77,9 @@ pub struct Attributes {
     pub apt: Apt,
     /// The Redis broker of the `celery_broker` layer.
     pub redis: Redis,
+    /// An optional host firewall (nftables) on every host of the stack: SSH, the frontend, and
+    /// each layer's ports to the stack's hosts only. Not a cookbook key.
+    pub firewall: Firewall,
     /// Per-app deploy settings, by app name (the `[apps.NAME]` of the stack file). The
     /// cookbook's `deploy[app]` keys: `buildout_*`, `always_build_on_deploy`, ...
     pub deploy: BTreeMap<String, DeployApp>,
@@ -105,6 +108,7 @@ impl Default for Attributes {
             traceview: Traceview::default(),
             apt: Apt::default(),
             redis: Redis::default(),
+            firewall: Firewall::default(),
             deploy: BTreeMap::new(),
         }
     }

@@ -1,5 +1,5 @@
 //! Host-wide sections: `tmpdir`, `system`, `ebs_snapshots`, `s3fs_fuse`, monitoring
-//! (`newrelic`, `new_relic`, `papertrail`, `traceview`), `apt` and `redis`.
+//! (`newrelic`, `new_relic`, `papertrail`, `traceview`), `apt`, `redis` and `firewall`.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::string_or_number;
+use super::{string_or_list, string_or_number};
 use crate::stack::secrets::SecretString;
 
 /// `tmpdir`: temporary files.
@@ -242,5 +242,43 @@ impl std::fmt::Debug for Redis {
             })
             .collect();
         f.debug_struct("Redis").field("config", &shown).finish()
+    }
+}
+
+/// `firewall`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Firewall {
+    /// Give every host of the stack a firewall: the nftables table `inet provision` in
+    /// `/etc/provision/firewall.nft`, loaded at boot by `provision-firewall.service`. It drops
+    /// every incoming connection except loopback, replies, ICMP, SSH, HTTP and HTTPS on `lb`
+    /// hosts, `extra_tcp_ports`, and the ports of the host's layers (ZEO, PostgreSQL, Redis,
+    /// Solr, memcached, the Plone clients, Varnish, NFS, GlusterFS), which are open to every
+    /// host of the stack (their SSH and private addresses) and `trusted`, not to each layer's
+    /// clients alone. Default `false`; turning it off removes the table, the unit and the file.
+    pub enable: bool,
+    /// Who may connect to SSH (port 22 and the host's SSH port): IP addresses or networks,
+    /// such as `"203.0.113.0/24"`. Default anywhere, `["0.0.0.0/0", "::/0"]`. The hosts of the
+    /// stack always may. A single string is accepted as a one-element list.
+    #[serde(deserialize_with = "string_or_list")]
+    pub ssh_from: Vec<String>,
+    /// IP addresses or networks let in like the hosts of the stack (every service port), such
+    /// as a monitoring or backup host. Default none. A single string is accepted as a
+    /// one-element list.
+    #[serde(deserialize_with = "string_or_list")]
+    pub trusted: Vec<String>,
+    /// TCP ports open to anyone on every host, for services provision does not manage.
+    /// Default none.
+    pub extra_tcp_ports: Vec<u16>,
+}
+
+impl Default for Firewall {
+    fn default() -> Self {
+        Firewall {
+            enable: false,
+            ssh_from: vec!["0.0.0.0/0".to_string(), "::/0".to_string()],
+            trusted: Vec::new(),
+            extra_tcp_ports: Vec::new(),
+        }
     }
 }
