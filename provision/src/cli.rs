@@ -128,6 +128,33 @@ pub enum CommandKind {
     },
     /// Show each host: reachable, facts, layers, clients.
     Status(StackArgs),
+    /// Self-healing: probe every host each round; take an instance host that stopped
+    /// answering out of the frontend, and put it back when it returns.
+    ///
+    /// Runs in the foreground until Ctrl-C or SIGTERM (run it under systemd or tmux). Each
+    /// round connects to every selected host over SSH and runs a trivial command, all hosts
+    /// at once, each given the interval (at least 5 s, at most 30 s). An instance host
+    /// (`plone_instances`) that failed --down-after probes in a row is away: the lb hosts are
+    /// reconfigured (the Configure phase of their lb layer) with HAProxy listing none of its
+    /// clients. Once it answers again and each of its clients answers the health URL
+    /// (`haproxy.health_check_url`), the lb hosts are reconfigured with every client. One
+    /// line per event on stdout, with the UTC time. An lb host that cannot be reconfigured
+    /// is reported and tried again the next round. Other hosts going away are reported
+    /// only. The first round also brings every lb host up to date.
+    Watch {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Seconds between the starts of two rounds.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        interval: u64,
+        /// Failed probes in a row after which a host is away.
+        #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        down_after: u32,
+        /// One round, then exit (for cron): nothing is remembered between runs, so one failed
+        /// probe makes a host away. Exit code 1 when an lb host could not be reconfigured.
+        #[arg(long)]
+        once: bool,
+    },
     /// Run a one-off shell command on the selected hosts (as root).
     Run {
         #[command(flatten)]

@@ -14,6 +14,7 @@ mod restore;
 mod run;
 mod sandbox_cmd;
 mod session;
+mod watch;
 mod zeo_release;
 
 use std::process::ExitCode;
@@ -77,6 +78,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         CommandKind::Setup(args) => run::converge(&args, &[Phase::Setup], false).await,
         CommandKind::Configure(args) => run::converge(&args, &[Phase::Configure], false).await,
         CommandKind::Status(args) => run::status(&args).await,
+        CommandKind::Watch {
+            stack,
+            interval,
+            down_after,
+            once,
+        } => {
+            let options = watch::WatchOptions {
+                interval: std::time::Duration::from_secs(interval),
+                down_after,
+                once,
+            };
+            watch::watch(&stack, options).await
+        }
         CommandKind::Shutdown(args) => lifecycle::shutdown(&args).await,
         CommandKind::Undeploy {
             stack,

@@ -497,6 +497,7 @@ pub(crate) async fn prepare(target: &Session, progress: &StderrProgress) -> anyh
             host: spec,
             facts,
             all_facts: &all_facts,
+            away: &target.away,
         };
         let mut resources: Vec<Resource> = Vec::new();
         for phase in [Phase::Setup, Phase::Configure] {

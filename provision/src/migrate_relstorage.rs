@@ -748,28 +748,7 @@ fn new_database_name(old: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    format!("{base}_{}", utc_stamp(secs))
-}
-
-/// `YYYYMMDDHHMMSS` of a Unix time (days to civil date: Howard Hinnant's algorithm).
-fn utc_stamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rest = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}{:02}{:02}{:02}",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
+    format!("{base}_{}", crate::output::utc_stamp(secs))
 }
 
 /// The stack text with `plone_instances.relstorage.db.name` set to `name`, and
@@ -1121,13 +1100,6 @@ async fn local_blob_caches(target: &Session) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_stamps_are_civil_time() {
-        assert_eq!(utc_stamp(0), "19700101000000");
-        assert_eq!(utc_stamp(951_782_400), "20000229000000");
-        assert_eq!(utc_stamp(1_795_000_000), "20261118110640");
-    }
 
     #[test]
     fn a_new_name_replaces_an_earlier_stamp() {

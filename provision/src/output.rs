@@ -114,3 +114,59 @@ macro_rules! out {
         $crate::output::write_line(format_args!($($arg)*))
     };
 }
+
+/// `YYYYMMDDHHMMSS` of a Unix time (days to civil date: Howard Hinnant's algorithm).
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}{:02}{:02}{:02}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// Now in UTC as ISO 8601, `YYYY-MM-DDTHH:MM:SSZ`, for log lines.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    iso_utc(secs)
+}
+
+fn iso_utc(secs: u64) -> String {
+    let s = utc_stamp(secs);
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &s[..4],
+        &s[4..6],
+        &s[6..8],
+        &s[8..10],
+        &s[10..12],
+        &s[12..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps_are_civil_time() {
+        assert_eq!(utc_stamp(0), "19700101000000");
+        assert_eq!(utc_stamp(951_782_400), "20000229000000");
+        assert_eq!(utc_stamp(1_795_000_000), "20261118110640");
+        assert_eq!(iso_utc(1_795_000_000), "2026-11-18T11:06:40Z");
+    }
+}

@@ -23,8 +23,41 @@ use crate::{BadInput, EXIT_HOST_FAILED, EXIT_OK, zeo_release};
 pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let session = Session::load(args)?;
+    let (reports, deploys) = converge_session(&session, phases, plan).await?;
+    if args.json && !deploys.is_empty() {
+        // One JSON document: the hosts' converge and the releases.
+        let value = serde_json::json!({
+            "hosts": reports,
+            "releases": deploys,
+            "elapsed_seconds": start.elapsed().as_secs_f64(),
+        });
+        crate::out!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_reports(&reports, args.json, start.elapsed());
+        if !deploys.is_empty() {
+            print_deploys(&deploys, false);
+        }
+    }
+    let deploy_failed = deploys
+        .iter()
+        .any(|d| matches!(d.outcome, DeployOutcome::Failed(_)));
+    Ok(if deploy_failed {
+        ExitCode::from(EXIT_HOST_FAILED)
+    } else {
+        exit_code(&reports)
+    })
+}
+
+/// The converge of the session's selected hosts, then the releases of its instance hosts:
+/// a report per host and per release, printed by the caller.
+pub(crate) async fn converge_session(
+    session: &Session,
+    phases: &[Phase],
+    plan: bool,
+) -> anyhow::Result<(Vec<HostReport>, Vec<HostDeploy>)> {
+    let args = &session.args;
     let selected = session.selected();
-    check_before_connecting(&session, &selected, phases, None).await?;
+    check_before_connecting(session, &selected, phases, None).await?;
     let templates = Templates::new(&layers::all_templates()).context("loading templates")?;
     // The hosts mount the blob bucket: it must exist first.
     for line in layers::blobs::ensure_buckets(&session.stack, plan).await? {
@@ -36,12 +69,12 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
     let mut reach = selected.clone();
     for host in &selected {
         for other in layers::hosts_for_discovery(&session.stack, host) {
-            if !reach.iter().any(|h| h.name == other.name) {
+            if !reach.iter().any(|h| h.name == other.name) && !session.away.contains(&other.name) {
                 reach.push(other);
             }
         }
     }
-    let (connected, failed) = connect(&session, &reach, &progress).await?;
+    let (connected, failed) = connect(session, &reach, &progress).await?;
     let is_selected = |name: &str| selected.iter().any(|h| h.name == name);
     let mut reports: Vec<HostReport> = failed
         .into_iter()
@@ -64,6 +97,7 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
             host: spec,
             facts: &facts,
             all_facts: &all_facts,
+            away: &session.away,
         };
         match layers::resources(&context, phases, &templates) {
             Ok(resources) => work.push((host, resources)),
@@ -103,7 +137,7 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
             ReleaseRevision::Live => zeo_release::Revision::Live,
         };
         zeo_release::converge(
-            &session,
+            session,
             &hosts,
             &mut reports,
             zeo_revision,
@@ -116,31 +150,10 @@ pub async fn converge(args: &StackArgs, phases: &[Phase], plan: bool) -> anyhow:
     if let (Some(revision), false) = (release_phase, plan) {
         // Again: a failed ZEO release leaves its host out.
         let hosts = converged_hosts(&reports, &handles, &all_facts);
-        let lbs = lb_handles(&session, &hosts, &lb_extra);
-        deploys = release_step(&session, &hosts, &lbs, revision, &templates, &progress).await?;
+        let lbs = lb_handles(session, &hosts, &lb_extra);
+        deploys = release_step(session, &hosts, &lbs, revision, &templates, &progress).await?;
     }
-    if args.json && !deploys.is_empty() {
-        // One JSON document: the hosts' converge and the releases.
-        let value = serde_json::json!({
-            "hosts": reports,
-            "releases": deploys,
-            "elapsed_seconds": start.elapsed().as_secs_f64(),
-        });
-        crate::out!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        print_reports(&reports, args.json, start.elapsed());
-        if !deploys.is_empty() {
-            print_deploys(&deploys, false);
-        }
-    }
-    let deploy_failed = deploys
-        .iter()
-        .any(|d| matches!(d.outcome, DeployOutcome::Failed(_)));
-    Ok(if deploy_failed {
-        ExitCode::from(EXIT_HOST_FAILED)
-    } else {
-        exit_code(&reports)
-    })
+    Ok((reports, deploys))
 }
 
 /// Which revision a release step builds.
@@ -654,7 +667,7 @@ pub(crate) async fn connect(
     Ok((connected, failed))
 }
 
-fn connect_error(error: &HostError) -> String {
+pub(crate) fn connect_error(error: &HostError) -> String {
     // The error names the host already; the report line does too.
     let text = error.to_string();
     let host = error.host();

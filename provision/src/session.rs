@@ -1,7 +1,7 @@
 //! A stack loaded for one command: the stack, its secrets, the hosts selected by --host and
 //! --layer, and how to reach each of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,9 @@ pub struct Session {
     pub stack: Stack,
     pub secrets: Secrets,
     pub args: StackArgs,
+    /// Instance hosts taken out of the frontend (`provision watch`): HAProxy lists none of
+    /// their clients and discovery does not reach them. Empty for every other command.
+    pub away: BTreeSet<String>,
     /// Addresses from `provision sandbox up`, when --sandbox is given.
     sandbox: Option<provision_sandbox::Inventory>,
 }
@@ -52,6 +55,7 @@ impl Session {
             stack,
             secrets,
             args: args.clone(),
+            away: BTreeSet::new(),
             sandbox,
         };
         session.check_selection()?;

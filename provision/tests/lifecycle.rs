@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    LoadLoop, http_get_status, json, ok, provision, sh, text, write_stack, zope_cluster_stack,
-    zope_example_repository,
+    LoadLoop, haproxy_servers, http_get_status, ok, provision, sh, text, write_stack,
+    zope_cluster_stack, zope_example_repository,
 };
 use provision_sandbox::fixture::{self, Hosts};
 
@@ -24,21 +24,9 @@ fn run(dir: &Path, args: &[&str]) -> std::process::Output {
     provision(dir, args, &SECRET)
 }
 
-/// The HAProxy status of every server on lb1, from `provision status --json`.
+/// The HAProxy status of every server on lb1.
 fn haproxy(dir: &Path) -> Vec<(String, String)> {
-    let out = run(dir, &["status", "--sandbox", "--json", "--host", "lb1"]);
-    ok(&out);
-    json(&out)[0]["haproxy"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no HAProxy servers: {}", text(&out.stdout)))
-        .iter()
-        .map(|s| {
-            (
-                s["server"].as_str().unwrap().to_string(),
-                s["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    haproxy_servers(dir, &SECRET, "lb1")
 }
 
 /// `systemctl is-active` (or another query) of both clients of a host, one word each.

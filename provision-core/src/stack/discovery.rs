@@ -2,6 +2,7 @@
 //! Solr, the blobs and memcached, and every HAProxy backend. Fixed addresses in the attributes
 //! win over the layers; among a layer's hosts the first in the stack file serves.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::Serialize;
@@ -255,9 +256,20 @@ impl Stack {
         &self,
         cpus: &dyn Fn(&str) -> Option<u32>,
     ) -> Result<Vec<Backend>, DiscoveryError> {
+        self.haproxy_backends_except(cpus, &BTreeSet::new())
+    }
+
+    /// [`Stack::haproxy_backends`] without the clients of the instance hosts named in `away`
+    /// (hosts `provision watch` found gone); their CPU counts are not needed.
+    pub fn haproxy_backends_except(
+        &self,
+        cpus: &dyn Fn(&str) -> Option<u32>,
+        away: &BTreeSet<String>,
+    ) -> Result<Vec<Backend>, DiscoveryError> {
         let maxconn = self.attributes.plone_instances.threads();
         let mut backends = Vec::new();
-        for host in self.hosts_with(Layer::PloneInstances) {
+        let hosts = self.hosts_with(Layer::PloneInstances);
+        for host in hosts.into_iter().filter(|h| !away.contains(&h.name)) {
             for client in self.clients_of(host, cpus(&host.name))? {
                 backends.push(Backend {
                     name: format!("{}-{}", host.name, client.number),

@@ -1305,6 +1305,15 @@ fn haproxy_lists_every_client_of_every_instance_host() {
     );
     let fixed = parse_with(DISCOVERY, r#"{"plone_instances": {"instance_count": 1}}"#);
     assert_eq!(fixed.haproxy_backends(&|_| None).unwrap().len(), 2);
+    // A host taken out (`provision watch`) is left out, and its CPU count is not needed.
+    let away = std::collections::BTreeSet::from(["app2".to_string()]);
+    let left: Vec<String> = stack
+        .haproxy_backends_except(&|h| (h == "app1").then_some(1), &away)
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(left, ["app1-1", "app1-2"]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -255,6 +255,7 @@ extra_tcp_ports = [9100]
             host: stack.host(host).unwrap(),
             facts: &facts,
             all_facts: &all,
+            away: &Default::default(),
         };
         settings(&context).unwrap()
     }
@@ -368,6 +369,7 @@ extra_tcp_ports = [9100]
                 host,
                 facts: &facts,
                 all_facts: &all,
+                away: &Default::default(),
             };
             let ids: Vec<String> = resources(&context, Phase::Configure, &templates)
                 .unwrap()

@@ -112,7 +112,7 @@ pub fn settings(context: &HostContext<'_>) -> anyhow::Result<FrontendSettings> {
     let attributes = stack.attributes();
     let cpus = |name: &str| context.all_facts.get(name).map(|f| f.cpus);
     let backends = stack
-        .haproxy_backends(&cpus)
+        .haproxy_backends_except(&cpus, context.away)
         .context("listing the Plone clients for HAProxy")?
         .into_iter()
         .map(|b| Backend {

@@ -1,6 +1,7 @@
 //! Layer runners: for one host, compose the resources of the provisioners its layers need.
 //! They only compose; what a layer installs and renders lives in its provisioner crate.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use anyhow::Context as _;
@@ -71,6 +72,8 @@ pub struct HostContext<'a> {
     pub facts: &'a Facts,
     /// Facts of every reachable host of the stack (discovery).
     pub all_facts: &'a FactsByHost,
+    /// Instance hosts out of the frontend ([`crate::session::Session::away`]).
+    pub away: &'a BTreeSet<String>,
 }
 
 /// The resources of one host for the given phases, in order.

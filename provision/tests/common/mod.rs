@@ -540,3 +540,115 @@ pub fn tcp_reachable(hosts: &Hosts, host: &str, targets: &[(&str, u16)]) -> Vec<
         .map(|r| r == "1")
         .collect()
 }
+
+/// The state of every server in HAProxy on `lb` (UP, DOWN, MAINT, ...), from `provision
+/// status --json` with `env`.
+pub fn haproxy_servers(dir: &Path, env: &[(&str, &str)], lb: &str) -> Vec<(String, String)> {
+    let out = provision(dir, &["status", "--sandbox", "--json", "--host", lb], env);
+    ok(&out);
+    json(&out)[0]["haproxy"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no HAProxy servers: {}", text(&out.stdout)))
+        .iter()
+        .map(|s| {
+            (
+                s["server"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The `provision` binary running in the background (a long-running command such as
+/// `watch`), its output collected as it comes; killed on drop.
+pub struct Background {
+    child: Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Background {
+    /// Starts `provision` in `dir` with `args` and extra environment variables.
+    pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Background {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_provision"));
+        command
+            .args(args)
+            .current_dir(dir)
+            .env_remove("PROVISION_STACK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("the provision binary starts");
+        let collect = |stream: Box<dyn std::io::Read + Send>| {
+            let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let sink = text.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut text = sink.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+            text
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Background {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Its stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Both streams so far, for assertion messages.
+    pub fn show(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    /// Whether it has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for it to end; its exit code.
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {}", self.child.id());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "still running {limit:?} after SIGTERM\n{}",
+                self.show()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
