@@ -105,6 +105,7 @@ fn zodb(hosts: &Hosts, host: &str, config: &str, args: &str) -> String {
         &format!(
             "set -e\nrm -rf {CLIENT_DIR}\nmkdir -p {CLIENT_DIR}/var\n\
              cat > {CLIENT_DIR}/db.conf <<'CONF'\n{config}CONF\n\
+             chmod 600 {CLIENT_DIR}/db.conf\n\
              {CLIENT_VENV}/bin/python {CLIENT_VENV}/client.py {CLIENT_DIR}/db.conf {args}"
         ),
     )
