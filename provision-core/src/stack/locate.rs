@@ -9,6 +9,28 @@ use toml_edit::{Document, Item};
 
 use super::error::Location;
 
+/// A TOML syntax error: its message and where it is (a byte range of the text).
+pub(crate) struct TomlSyntax {
+    pub message: String,
+    pub span: Option<std::ops::Range<usize>>,
+}
+
+/// Parses TOML text into a document with spans. The text is checked with the `toml` crate
+/// first: toml_edit 0.23 panics ("all items have spans") on some malformed documents (found by
+/// the fuzz target), so only well-formed text reaches it.
+pub(crate) fn parse_document(text: &str) -> Result<Document<&str>, TomlSyntax> {
+    if let Err(e) = text.parse::<toml::Table>() {
+        return Err(TomlSyntax {
+            message: e.message().to_string(),
+            span: e.span(),
+        });
+    }
+    Document::parse(text).map_err(|e| TomlSyntax {
+        message: e.message().to_string(),
+        span: e.span(),
+    })
+}
+
 /// One step of a path into a document.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Seg {

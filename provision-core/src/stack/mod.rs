@@ -46,7 +46,6 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use toml_edit::Document;
 
 pub use attributes::{
     Apt, Attributes, BackupS3, Broker, CacheArchive, Client, DbType, DeployApp, DeployDatabase,
@@ -238,9 +237,9 @@ impl Stack {
         custom: Option<(&str, &str)>,
         base_dir: PathBuf,
     ) -> Result<Stack, StackError> {
-        let doc = Document::parse(toml_text).map_err(|e| {
-            let location = e.span().map(|s| location_at(toml_text, toml_name, s.start));
-            syntax("TOML", toml_name, first_line(e.message()), location)
+        let doc = locate::parse_document(toml_text).map_err(|e| {
+            let location = e.span.map(|s| location_at(toml_text, toml_name, s.start));
+            syntax("TOML", toml_name, first_line(&e.message), location)
         })?;
         let (mut file_value, toml_map) = locate::toml_to_json(&doc, toml_name);
 

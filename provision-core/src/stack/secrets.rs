@@ -12,7 +12,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use toml_edit::Document;
 
 use super::attributes::Attributes;
 use super::error::{Location, Problem, ProblemKind, StackError};
@@ -122,8 +121,8 @@ impl Secrets {
 
     /// Parses the text of a secrets file: a TOML table of `name = "value"`.
     pub fn parse(text: &str, file: &str) -> Result<Self, StackError> {
-        let doc = Document::parse(text).map_err(|e| {
-            let location = e.span().map(|s| {
+        let doc = super::locate::parse_document(text).map_err(|e| {
+            let location = e.span.map(|s| {
                 let pos = LineIndex::new(text).pos(s.start);
                 Location {
                     file: file.to_string(),
@@ -135,7 +134,7 @@ impl Secrets {
                 kind: ProblemKind::Syntax {
                     format: "TOML",
                     file: file.to_string(),
-                    message: first_line(e.message()),
+                    message: first_line(&e.message),
                 },
                 location,
             }])

@@ -431,6 +431,14 @@ fn toml_syntax_errors_name_the_place() {
         error("[stack]\nname = \"a\"\nname = \"b\"\n"),
         "invalid TOML at stack.toml:3:1: duplicate key"
     );
+    // Found by the fuzz target: toml_edit alone panics on it ("all items have spans").
+    assert_eq!(
+        error(
+            "hosts =  = [\"ploAne_instances\"]\n\n[hosts.db1]\nadin\"'= \
+             [\"cfg/sources.ctimeoutfg$]\nalway,_build_bon_instanc"
+        ),
+        "invalid TOML at stack.toml:1:10: extra `=`, expected nothing"
+    );
 }
 
 #[test]
