@@ -426,26 +426,13 @@ async fn rollback_returns_to_the_previous_release_and_prune_keeps_five() {
 
 /// A git repository in `dir` holding what is there, committed on `main`.
 fn init_repository(dir: &std::path::Path) {
-    let git = |args: &[&str]| {
-        common::run(
-            std::process::Command::new("git")
-                .arg("-C")
-                .arg(dir)
-                .args(args),
-        )
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&[
-        "-c",
-        "user.name=provision tests",
-        "-c",
-        "user.email=tests@provision.invalid",
-        "commit",
-        "-q",
-        "-m",
-        "submodule",
-    ]);
+    common::run(
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["init", "-q", "-b", "main"]),
+    );
+    common::commit_all(dir, "submodule");
 }
 
 /// `git submodule add` of the repository at `url` as `path` of `superproject`, then its
@@ -505,16 +492,7 @@ async fn submodules_come_with_the_release_from_git_and_from_the_controller() {
     );
     init_repository(&cfg);
     add_submodule(&cfg, &nested, "nested", "../nested.git");
-    common::run(std::process::Command::new("git").arg("-C").arg(&cfg).args([
-        "-c",
-        "user.name=provision tests",
-        "-c",
-        "user.email=tests@provision.invalid",
-        "commit",
-        "-q",
-        "-m",
-        "nested",
-    ]));
+    common::commit_all(&cfg, "nested");
     repo.git(&["rm", "-r", "-q", "cfg"]);
     add_submodule(repo.path(), &cfg, "cfg", "../cfg.git");
     let commit = repo.commit("cfg is a submodule");

@@ -123,6 +123,23 @@ fn uid_gid(user: &str) -> (u32, u32) {
     (uid, gid)
 }
 
+/// `git add -A` and a commit of it in `dir`, as a test user.
+pub fn commit_all(dir: &Path, message: &str) {
+    let git = |args: &[&str]| run(Command::new("git").arg("-C").arg(dir).args(args));
+    git(&["add", "-A"]);
+    git(&[
+        "-c",
+        "user.name=provision tests",
+        "-c",
+        "user.email=tests@provision.invalid",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        message,
+    ]);
+}
+
 /// A git repository with the files of `examples/apps/<example>`, committed on `main` (owned
 /// by root, as on a controller), and a bare copy of it owned by the app user that the host's
 /// mirror clones (as a git server would serve it; git refuses repositories of other users).
@@ -170,18 +187,7 @@ impl Repo {
 
     /// Commit everything; returns the commit id.
     pub fn commit(&self, message: &str) -> String {
-        self.git(&["add", "-A"]);
-        self.git(&[
-            "-c",
-            "user.name=provision tests",
-            "-c",
-            "user.email=tests@provision.invalid",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            message,
-        ]);
+        commit_all(self.path(), message);
         // The bare copy is made anew, then given to the app user: git refuses to work in a
         // repository of another user, so neither can push into or fetch from the other.
         let owner = fs::read_to_string(self.remote.path().join(".owner")).unwrap();
