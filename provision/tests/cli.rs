@@ -293,25 +293,40 @@ fn backup_without_a_zeo_server_says_what_is_missing() {
 }
 
 #[test]
-fn a_missing_stats_password_is_generated_into_the_secrets_file() {
+fn missing_stats_and_broker_passwords_are_generated_into_the_secrets_file() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("stack.toml"),
         "[stack]\nname = \"x\"\nsecrets = \"secrets.toml\"\n\
-         [hosts.lb1]\naddress = \"10.0.0.10\"\nlayers = [\"lb\"]\n",
+         [hosts.lb1]\naddress = \"10.0.0.10\"\nlayers = [\"lb\"]\n\
+         [hosts.db1]\naddress = \"10.0.0.20\"\nlayers = [\"celery_broker\"]\n",
     )
     .unwrap();
     let out = provision(dir.path(), &["attributes", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("generated the HAProxy stats password"));
+    assert!(
+        text(&out.stderr)
+            .contains("generated haproxy_stats_password and redis_config_requirepass into"),
+        "{}",
+        text(&out.stderr)
+    );
     let secrets = std::fs::read_to_string(dir.path().join("secrets.toml")).unwrap();
-    let password = secrets
-        .lines()
-        .find_map(|l| l.strip_prefix("haproxy_stats_password = \""))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .expect("the password is in the secrets file");
-    assert!(password.len() >= 16, "{secrets}");
+    let password = |name: &str| {
+        secrets
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = \"")))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{name} is not in the secrets file:\n{secrets}"))
+    };
+    let broker = password("redis_config_requirepass");
+    let password = password("haproxy_stats_password");
+    assert!(password.len() >= 16 && broker.len() >= 16, "{secrets}");
+    assert_ne!(password, broker);
+    assert!(
+        !text(&out.stdout).contains(broker),
+        "the password was printed"
+    );
     let mode = std::fs::metadata(dir.path().join("secrets.toml"))
         .unwrap()
         .permissions()

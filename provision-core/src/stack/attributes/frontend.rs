@@ -117,7 +117,8 @@ pub struct Haproxy {
     /// The statistics page's user. Default `"stats"` (OpsWorks: `opsworks`).
     pub stats_user: String,
     /// The statistics page's password; required when `enable_stats` is on. Default none;
-    /// better kept in the secrets file as `haproxy_stats_password`.
+    /// better kept in the secrets file as `haproxy_stats_password` (generated into it when
+    /// missing).
     pub stats_password: Option<SecretString>,
     /// The path HAProxy checks on each client. Default `"/ok"`: Plone's cheap, uncached `ok`
     /// view, which needs Products.CMFPlone 5.1 or later. The cookbook checked

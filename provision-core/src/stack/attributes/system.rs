@@ -219,8 +219,9 @@ impl Default for UnattendedUpgrades {
 pub struct Redis {
     /// `redis.conf` settings: name → value, written as given (`maxmemory = "256mb"`).
     /// Default none. The cookbook listened on `0.0.0.0`; we listen on the host's private
-    /// address and accept only stack members unless `bind` is set here. `requirepass` is
-    /// masked in output.
+    /// address and accept only stack members unless `bind` is set here. `requirepass` (the
+    /// broker's password, better kept in the secrets file as `redis_config_requirepass`, and
+    /// generated into it when missing) is masked in output.
     pub config: BTreeMap<String, Value>,
 }
 
