@@ -21,13 +21,6 @@ use provision_core::resource::Resource;
 use provision_core::template::Templates;
 use provision_solr::{SolrArchive, SolrSettings, server};
 
-fn skip(reason: &str) {
-    if std::env::var("PROVISION_SANDBOX").as_deref() == Ok("required") {
-        panic!("PROVISION_SANDBOX=required and {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-}
-
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -61,9 +54,8 @@ fn found(address: &str, core: &str, query: &str) -> Vec<String> {
 
 #[test]
 fn the_configset_and_core_tool_work_on_a_real_solr() {
-    let distribution = match dist::build() {
-        Ok(d) => d,
-        Err(reason) => return skip(&reason),
+    let Some(distribution) = dist::build_or_skip() else {
+        return;
     };
     let root = tempfile::tempdir().unwrap();
     let base = root.path().to_str().unwrap();

@@ -23,13 +23,6 @@ use provision_core::template::Templates;
 use provision_sandbox::fixture;
 use provision_solr::{SolrArchive, SolrSettings};
 
-fn skip(reason: &str) {
-    if std::env::var("PROVISION_SANDBOX").as_deref() == Ok("required") {
-        panic!("PROVISION_SANDBOX=required and {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -138,9 +131,8 @@ fn solr_is_installed_from_its_archive_and_serves_collective_solr_to_the_stack_on
     if !fixture::available() {
         return;
     }
-    let distribution = match dist::build() {
-        Ok(d) => d,
-        Err(reason) => return skip(&reason),
+    let Some(distribution) = dist::build_or_skip() else {
+        return;
     };
     let Some(hosts) = fixture::named_blocking(&["solr1", "app1"]) else {
         return;
