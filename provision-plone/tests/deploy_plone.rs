@@ -1,5 +1,5 @@
-//! The Plone example (examples/apps/plone-buildout) deployed for real: a cold build takes
-//! minutes, so this runs only with `PROVISION_SLOW_TESTS=1` or under
+//! The quick start's app (cfg/demo.cfg of examples/apps/buildout: Plone 6 with the app's
+//! package and Celery) deployed for real: a cold build takes minutes, so this runs only with `PROVISION_SLOW_TESTS=1` or under
 //! `PROVISION_SANDBOX=required`.
 
 mod common;
@@ -30,6 +30,7 @@ async fn plone_site_created_by_the_deploy_answers() {
         }],
     );
     settings.kind = AppKind::Buildout(BuildoutSettings {
+        extends: vec!["cfg/demo.cfg".into()],
         parts_to_include: vec!["zeoserver".into()],
         zeo_address: Some(format!("127.0.0.1:{zeo_port}")),
         buildout_version: Some("6.0.1".into()),
@@ -41,7 +42,7 @@ async fn plone_site_created_by_the_deploy_answers() {
         .unwrap();
     let app = App::setup(settings, root).await;
     app.use_cache(&["eggs", "downloads"]);
-    let repo = Repo::new("plone-buildout", &app.settings.user);
+    let repo = Repo::new("buildout", &app.settings.user);
 
     let tree = deploy::git_archive(repo.path(), "main", true)
         .await
@@ -94,6 +95,22 @@ async fn plone_site_created_by_the_deploy_answers() {
         .await
         .stdout_lossy();
     assert!(page.contains("A site made by the deploy"), "{page}");
+    // The app's package is loaded (its view answers that no broker is configured here) and
+    // the release has the workers' bin/celery.
+    let view = app
+        .exec(format!(
+            "curl -s -w ' %{{http_code}}' http://127.0.0.1:{port}/Plone/@@celery-enqueue?marker=x"
+        ))
+        .await
+        .stdout_lossy();
+    assert_eq!(view, "no Celery broker configured 503");
+    let celery = app
+        .exec(format!(
+            "{}/current/bin/celery --version",
+            app.deploy_to().display()
+        ))
+        .await;
+    assert!(celery.success(), "{}", celery.stderr_lossy());
 
     // An existing site is left alone, answered without starting a second Zope.
     let started = std::time::Instant::now();

@@ -1,4 +1,4 @@
-//! Deploys of the Zope example (examples/apps/zope-buildout) on this machine, with the real
+//! Deploys of the Zope example (examples/apps/buildout) on this machine, with the real
 //! buildout, ZEO and Zope: releases, `current`, unchanged redeploys, failed builds, rollback
 //! and pruning. See `common` for the setup and the cache of eggs.
 
@@ -12,7 +12,7 @@ use common::{App, Repo, free_port, missing_prerequisite, skip, wait_for_port};
 use provision_plone::deploy::{self, Prepared, Source};
 use provision_plone::{AppKind, BuildoutSettings, ClientSettings, InstanceSettings};
 
-const EXAMPLE: &str = "zope-buildout";
+const EXAMPLE: &str = "buildout";
 
 /// Two clients over the ZEO server of the build, on free ports.
 fn settings(zeo_port: u16) -> InstanceSettings {

@@ -49,7 +49,7 @@ fn git(repo: &Path, args: &[&str]) {
 /// The Zope example app as a git repository on the controller (pushed to the hosts).
 fn example_repository(dir: &Path) -> std::path::PathBuf {
     let repo = dir.join("site");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/zope-buildout");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/buildout");
     let copied = Command::new("cp")
         .arg("-r")
         .arg(&example)

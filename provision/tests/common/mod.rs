@@ -287,11 +287,11 @@ pub fn git(repo: &Path, args: &[&str]) {
     assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
 }
 
-/// The Zope example app (examples/apps/zope-buildout) as the git repository `dir/site`, with
+/// The Zope example app (examples/apps/buildout) as the git repository `dir/site`, with
 /// `files` (path in the repository, content) added: what `repository = "site"` deploys.
 pub fn zope_example_repository(dir: &Path, files: &[(&str, &str)], message: &str) -> PathBuf {
     let repo = dir.join("site");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/zope-buildout");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/buildout");
     let copied = Command::new("cp")
         .arg("-r")
         .arg(&example)

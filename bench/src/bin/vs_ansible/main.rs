@@ -6,7 +6,7 @@
 //!   ... -- --smoke            (CI: 4 hosts, every row once; fails on errors, never on time)
 //!
 //! The stack: N app hosts (`plone_instances`, one Plone client each, the Zope example app of
-//! examples/apps/zope-buildout) and one more host, `front`, with the `lb` and `zeoserver`
+//! examples/apps/buildout) and one more host, `front`, with the `lb` and `zeoserver`
 //! layers, as in examples/demo.toml.
 //! For each N the rows are: first converge of the configuration layers, no-op `up`, one
 //! change (`haproxy.check_interval`: a new haproxy.cfg and a reload on `front`), `deploy` of the
@@ -191,7 +191,7 @@ fn run() -> anyhow::Result<()> {
 
 /// The Zope example app as a git repository (provision pushes it with `git archive`).
 fn app_repository(dir: &Path) -> anyhow::Result<PathBuf> {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/zope-buildout");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/buildout");
     let repo = dir.join(APP);
     testbed::run(Command::new("cp").arg("-r").arg(&example).arg(&repo))?;
     git(&repo, &["init", "-q"])?;
