@@ -435,6 +435,20 @@ impl Egress {
         e
     }
 
+    /// Lets the hosts reach the hosts of `urls` too (the stack's downloads: Solr's archive,
+    /// app repositories, ...). Returns whether the allowlist grew; a URL that is not http(s)
+    /// is noted.
+    pub fn allow_urls(&mut self, urls: &[String]) -> bool {
+        let before = self.allow.clone();
+        for url in urls {
+            if !self.allow.add_url(url) {
+                self.notes
+                    .push(format!("{url} is not http(s): hosts cannot reach it"));
+            }
+        }
+        self.allow != before
+    }
+
     /// Writes apt, pip and proxy settings into a host's root. Run on every
     /// start: the proxy's port may differ between runs of `up`.
     pub fn write_host_config(&self, root: &Path, proxy: SocketAddr, no_proxy: &str) -> Result<()> {

@@ -38,10 +38,30 @@ fn log_line(log: &Log, line: &str) {
     }
 }
 
+/// Where the proxy's allowlist comes from.
+pub enum AllowSource {
+    Fixed(Allowlist),
+    /// A sandbox's `egress.json`, read again when it changes: `sandbox up` of a stack that
+    /// downloads from more hosts rewrites it while the proxy runs.
+    File(PathBuf),
+}
+
+/// The allowlist of an `egress.json` and the file's modification time.
+fn read_allowlist(path: &Path) -> Result<(Allowlist, Option<std::time::SystemTime>)> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let text = std::fs::read_to_string(path)
+        .ctx(|| format!("cannot read the allowlist {}", path.display()))?;
+    let egress: crate::egress::Egress = serde_json::from_str(&text).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    Ok((egress.allow, modified))
+}
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: std::net::TcpListener,
-    allow: Allowlist,
+    source: AllowSource,
     log: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -56,13 +76,31 @@ pub async fn serve(
         ))),
         None => None,
     };
-    let allow = Arc::new(allow);
+    let (mut allow, mut read_at, file) = match source {
+        AllowSource::Fixed(allow) => (Arc::new(allow), None, None),
+        AllowSource::File(path) => {
+            let (allow, modified) = read_allowlist(&path).map_err(std::io::Error::other)?;
+            (Arc::new(allow), modified, Some(path))
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
+                if let Some(path) = &file {
+                    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                    if modified != read_at {
+                        match read_allowlist(path) {
+                            Ok((new, at)) => {
+                                log_line(&log, &format!("allowlist changed: allowing {:?}", new.hosts));
+                                (allow, read_at) = (Arc::new(new), at);
+                            }
+                            Err(e) => log_line(&log, &format!("keeping the allowlist: {e}")),
+                        }
+                    }
+                }
                 let allow = allow.clone();
                 let log = log.clone();
                 tokio::spawn(async move {
@@ -78,12 +116,7 @@ pub async fn serve(
 /// Entry point of the detached proxy: the listening socket is stdin, the
 /// allowlist a JSON file written by `up`. Runs until killed.
 pub async fn serve_stdin(allowlist: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(allowlist)
-        .ctx(|| format!("cannot read the allowlist {}", allowlist.display()))?;
-    let egress: crate::egress::Egress = serde_json::from_str(&text).map_err(|e| Error::Parse {
-        path: allowlist.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    let (allow, _) = read_allowlist(allowlist)?;
     let fd = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -96,12 +129,17 @@ pub async fn serve_stdin(allowlist: &Path) -> Result<()> {
         &None,
         &format!(
             "provision-sandbox proxy on {addr}, allowing {:?}",
-            egress.allow.hosts
+            allow.hosts
         ),
     );
-    serve(listener, egress.allow, None, std::future::pending())
-        .await
-        .ctx(|| format!("proxy on {addr} failed"))
+    serve(
+        listener,
+        AllowSource::File(allowlist.to_path_buf()),
+        None,
+        std::future::pending(),
+    )
+    .await
+    .ctx(|| format!("proxy on {addr} failed"))
 }
 
 async fn handle(
@@ -268,7 +306,7 @@ async fn deny(client: &mut TcpStream, host: &str, port: u16) -> std::io::Result<
         client,
         403,
         &format!(
-            "provision-sandbox: {host}:{port} is not on the egress allowlist (only the machine's package registries are)\n"
+            "provision-sandbox: {host}:{port} is not on the egress allowlist (only the machine's package registries and the stack's download hosts are)\n"
         ),
     )
     .await
@@ -298,9 +336,10 @@ impl InProcessProxy {
         let thread = std::thread::Builder::new()
             .name(format!("sandbox-proxy-{addr}"))
             .spawn(move || {
-                let result = runtime.block_on(serve(listener, allow, log, async {
-                    let _ = stopped.await;
-                }));
+                let result =
+                    runtime.block_on(serve(listener, AllowSource::Fixed(allow), log, async {
+                        let _ = stopped.await;
+                    }));
                 if let Err(e) = result {
                     let _ = writeln!(std::io::stderr(), "provision-sandbox proxy on {addr}: {e}");
                 }

@@ -118,6 +118,9 @@ pub struct UpOptions {
     /// Marks a test's sandbox: a later fixture destroys it once the process
     /// that made it has died (a test killed by a timeout never drops it).
     pub fixture: bool,
+    /// URLs the hosts download from besides the package registries (a stack's Solr
+    /// archive, app repositories, ...): the proxy relays to their hosts too.
+    pub allow_urls: Vec<String>,
 }
 
 impl Default for UpOptions {
@@ -129,6 +132,7 @@ impl Default for UpOptions {
             ready_timeout: None,
             progress: None,
             fixture: false,
+            allow_urls: Vec::new(),
         }
     }
 }
@@ -327,6 +331,23 @@ impl Sandbox {
         }
     }
 
+    /// Lets a running sandbox's hosts reach the hosts of `urls` too: its detached proxy
+    /// (the CLI's) reads the rewritten allowlist at its next connection. Returns whether the allowlist grew.
+    pub fn allow_urls(&self, urls: &[String]) -> Result<bool> {
+        let path = self.paths.egress();
+        let text =
+            std::fs::read_to_string(&path).ctx(|| format!("cannot read {}", path.display()))?;
+        let mut egress: Egress = serde_json::from_str(&text).map_err(|e| Error::Parse {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let grew = egress.allow_urls(urls);
+        if grew {
+            state::write_json(&path, &egress)?;
+        }
+        Ok(grew)
+    }
+
     /// The inventory, with each host's PID 1 as it is now.
     pub fn inventory(&self) -> Result<Inventory> {
         let mut inventory = Inventory::read(&self.paths.inventory())?;
@@ -353,7 +374,8 @@ impl Sandbox {
             });
         }
         let base = base::ensure(&ctx.config.cache_root, opts.build_base, &|m| opts.say(m))?;
-        let egress = Egress::from_machine();
+        let mut egress = Egress::from_machine();
+        egress.allow_urls(&opts.allow_urls);
 
         let (state, resumed) = {
             let _lock = state::machine_lock(&ctx.config)?;

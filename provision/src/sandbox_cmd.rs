@@ -223,8 +223,10 @@ fn up(a: UpArgs) -> provision_sandbox::Result<ExitCode> {
         context: "cannot find the provision binary for the proxy".into(),
         source: e,
     })?;
+    let allow_urls = stack_download_urls(a.target.stack.as_deref());
     let opts = UpOptions {
         build_base: !a.no_build,
+        allow_urls: allow_urls.clone(),
         proxy: ProxyMode::Detached {
             program: exe,
             args: vec!["sandbox".into(), "proxy".into()],
@@ -245,6 +247,9 @@ fn up(a: UpArgs) -> provision_sandbox::Result<ExitCode> {
                 .all(|(h, name)| &h.name == name && h.running && h.ssh)
     });
     let inventory = if already_up {
+        if sandbox.allow_urls(&allow_urls)? {
+            progress("the egress proxy now also allows the stack's download hosts");
+        }
         sandbox.inventory()?
     } else {
         sandbox.up(&hosts, &opts)?
@@ -258,6 +263,25 @@ fn up(a: UpArgs) -> provision_sandbox::Result<ExitCode> {
         print_inventory(&inventory, sandbox.state_dir(), started.elapsed());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The URLs the stack's hosts download from (Solr's archive, app repositories, ...), for the
+/// egress proxy. A stack that does not load yet gets none: `up` reports what is wrong with it.
+fn stack_download_urls(stack: Option<&std::path::Path>) -> Vec<String> {
+    let Some(path) = stack else {
+        return Vec::new();
+    };
+    match provision_core::stack::Stack::load(path, None) {
+        Ok(stack) => stack.download_urls(),
+        Err(e) => {
+            progress(&format!(
+                "provision: the hosts may reach the package registries only: {} does not \
+                 load ({e})",
+                path.display()
+            ));
+            Vec::new()
+        }
+    }
 }
 
 fn print_inventory(inv: &Inventory, dir: &std::path::Path, took: std::time::Duration) {
@@ -274,7 +298,10 @@ fn print_inventory(inv: &Inventory, dir: &std::path::Path, took: std::time::Dura
     println!("key:         {}", inv.key_file.display());
     println!("known_hosts: {}", inv.known_hosts.display());
     if let Some(proxy) = inv.proxy {
-        println!("egress:      proxy on {proxy} (the machine's package registries only)");
+        println!(
+            "egress:      proxy on {proxy} (the machine's package registries and the stack's \
+             download hosts only)"
+        );
     }
     if let Some(first) = inv.hosts.first() {
         println!(

@@ -199,6 +199,31 @@ impl Stack {
         self.hosts.iter().filter(|h| h.has_layer(layer)).collect()
     }
 
+    /// The http(s) URLs the hosts download from besides the package registries: Solr's
+    /// archive (with a `solr` host), app repositories given as URLs, buildout cache
+    /// archives, s3fs endpoints. The sandbox lets its hosts reach these.
+    pub fn download_urls(&self) -> Vec<String> {
+        let a = &self.attributes;
+        let mut urls = Vec::new();
+        if !self.hosts_with(Layer::Solr).is_empty() {
+            urls.push(a.plone_solr.archive_url());
+        }
+        for app in &self.apps {
+            urls.push(app.repository.clone());
+            urls.extend(
+                self.deploy_settings(&app.name)
+                    .buildout_cache_archives
+                    .iter()
+                    .map(|archive| archive.url.clone()),
+            );
+        }
+        urls.extend(a.s3fs_fuse.mounts.iter().filter_map(|m| m.url.clone()));
+        urls.retain(|url| url.starts_with("http://") || url.starts_with("https://"));
+        urls.sort();
+        urls.dedup();
+        urls
+    }
+
     /// The host of that name.
     pub fn host(&self, name: &str) -> Option<&HostSpec> {
         self.hosts.iter().find(|h| h.name == name)

@@ -1500,3 +1500,32 @@ fn load_reads_the_secrets_file_next_to_the_stack() {
         "cannot read the stack file DIR/nope.toml: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn download_urls_name_what_the_hosts_fetch_besides_the_package_registries() {
+    let without_solr = parse(&format!(
+        "{BASE}[apps.site]\nrepository = \"https://git.example.org/site.git\"\n\
+         [attributes.plone_solr]\nurl = \"https://unused.example.org/solr.tgz\"\nsha512 = \"{}\"\n\
+         [[attributes.deploy.site.buildout_cache_archives]]\n\
+         url = \"https://files.example.org/eggs.tgz\"\npath = \"shared/eggs\"\n\
+         [[attributes.deploy.site.buildout_cache_archives]]\n\
+         url = \"https://files.example.org/downloads.tgz\"\npath = \"shared/downloads\"\n",
+        "0".repeat(128)
+    ));
+    // Solr's archive only with a `solr` host; a repository path on the controller is pushed.
+    assert_eq!(
+        without_solr.download_urls(),
+        [
+            "https://files.example.org/downloads.tgz",
+            "https://files.example.org/eggs.tgz",
+            "https://git.example.org/site.git",
+        ]
+    );
+    let with_solr = parse(&format!(
+        "{BASE}[hosts.solr1]\naddress = \"10.0.0.30\"\nlayers = [\"solr\"]\n"
+    ));
+    assert_eq!(
+        with_solr.download_urls(),
+        ["https://archive.apache.org/dist/solr/solr/9.10.1/solr-9.10.1.tgz"]
+    );
+}
