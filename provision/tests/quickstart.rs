@@ -1,19 +1,25 @@
 //! The README's quick start, run as a user would: `scripts/demo` boots the demo stack's four
-//! sandbox hosts, sets them up, deploys the Plone example and creates its site; the site
-//! answers through nginx with its title; a second run changes nothing.
+//! sandbox hosts, sets them up, deploys the example app and creates its Plone site; the site
+//! answers through nginx with its title, a task sent through the site runs on a Celery worker,
+//! and a document it indexes into Solr is found; a second run changes nothing.
 //!
 //! The stack is `examples/demo.toml` under another sandbox name (a user's own demo stays
 //! untouched), and the script uses this test's `provision` instead of building a release one.
-//! Without root or systemd-nspawn this skips with one line, except under
+//! Solr's archive is the one assembled from Maven artifacts, served on the sandbox's bridge
+//! (the hosts here reach only package registries, not the official archive); to know the
+//! bridge's address the test boots the hosts (`sandbox up`) before the script does again.
+//! Without root, systemd-nspawn, Maven or a JDK this skips with one line, except under
 //! PROVISION_SANDBOX=required (CI), where it fails.
 
 mod common;
+#[path = "../../provision-solr/tests/common/dist.rs"]
+mod dist;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use common::{provision, show, text};
+use common::{provision, show, text, wait_for};
 use provision_sandbox::fixture;
 
 const NAME: &str = "quickstart";
@@ -64,25 +70,51 @@ fn the_quick_start_serves_the_plone_site_through_nginx_and_a_second_run_changes_
     if !fixture::available() {
         return;
     }
+    let Some(distribution) = dist::build_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let demo_stack = std::fs::read_to_string(examples().join("demo.toml")).unwrap();
-    let repository = examples()
-        .join("apps/plone-buildout")
-        .canonicalize()
-        .unwrap();
+    let repository = examples().join("apps/buildout").canonicalize().unwrap();
     let changed = demo_stack
         .replacen("name = \"demo\"", &format!("name = \"{NAME}\""), 1)
         .replacen(
-            "repository = \"apps/plone-buildout\"",
+            "repository = \"apps/buildout\"",
             &format!("repository = \"{}\"", repository.display()),
             1,
         );
     assert_ne!(changed, demo_stack, "examples/demo.toml changed shape");
     let stack = dir.path().join("demo.toml");
-    std::fs::write(&stack, changed).unwrap();
+    std::fs::write(&stack, &changed).unwrap();
     // A leftover of an earlier, killed run would make `sandbox up` reuse old hosts.
     drop(Destroy(&stack));
     let _destroy = Destroy(&stack);
+
+    let booted = provision(
+        Path::new("/"),
+        &["sandbox", "up", "--stack", &stack.to_string_lossy()],
+        &[],
+    );
+    assert!(booted.status.success(), "{}", show(&booted));
+    let gateway = provision_sandbox::Sandbox::new(NAME)
+        .and_then(|sandbox| sandbox.inventory())
+        .unwrap()
+        .gateway;
+    let files = dist::FileServer::start(gateway.into(), &distribution.archive);
+    let with_solr = changed.replacen(
+        "[attributes.plone_solr]\n",
+        &format!(
+            "[attributes.plone_solr]\nurl = \"{}\"\nsha512 = \"{}\"\n",
+            files.url(&distribution),
+            distribution.sha512
+        ),
+        1,
+    );
+    assert_ne!(
+        with_solr, changed,
+        "examples/demo.toml has no [attributes.plone_solr]"
+    );
+    std::fs::write(&stack, with_solr).unwrap();
 
     let started = Instant::now();
     let first = demo(&stack);
@@ -128,6 +160,26 @@ fn the_quick_start_serves_the_plone_site_through_nginx_and_a_second_run_changes_
         page.contains("<title>") && page.contains("Plone on provision"),
         "{url} does not show the site's title:\n{page}"
     );
+
+    // A task sent through the site runs on a worker of app1 or app2.
+    let (status, id) = get(&format!("{url}@@celery-enqueue?marker=quickstart"));
+    assert_eq!(status, 200, "{id}");
+    let mut result = String::new();
+    wait_for("the task ran", Duration::from_secs(120), || {
+        result = get(&format!("{url}@@celery-result?id={}", id.trim())).1;
+        result.starts_with("SUCCESS ")
+    });
+    assert!(
+        ["SUCCESS app1", "SUCCESS app2"].contains(&result.trim()),
+        "{result}"
+    );
+    // A document indexed into Solr through the site is found there.
+    let (status, body) = get(&format!(
+        "{url}@@solr-index?uid=quickstart-1&title=Kaffeemaschinen&text=espresso+crema"
+    ));
+    assert_eq!(status, 200, "{body}");
+    let (status, found) = get(&format!("{url}@@solr-search?q=SearchableText:espresso"));
+    assert_eq!((status, found.as_str()), (200, "quickstart-1"));
 
     let second = demo(&stack);
     assert!(second.status.success(), "{}", show(&second));
