@@ -37,23 +37,6 @@ fn demo(stack: &Path) -> Output {
         .expect("scripts/demo runs")
 }
 
-/// The sandbox's hosts, destroyed however the test ends.
-struct Destroy<'a>(&'a Path);
-
-impl Drop for Destroy<'_> {
-    fn drop(&mut self) {
-        let stack = self.0.to_string_lossy().into_owned();
-        let out = provision(
-            Path::new("/"),
-            &["sandbox", "down", "--stack", &stack, "--destroy"],
-            &[],
-        );
-        if !out.status.success() {
-            eprintln!("destroying the sandbox {NAME}: {}", show(&out));
-        }
-    }
-}
-
 /// `GET http://address/` through nginx: (status, body).
 fn get(url: &str) -> (u16, String) {
     let out = Command::new("curl")
@@ -86,9 +69,7 @@ fn the_quick_start_serves_the_plone_site_through_nginx_and_a_second_run_changes_
     assert_ne!(changed, demo_stack, "examples/demo.toml changed shape");
     let stack = dir.path().join("demo.toml");
     std::fs::write(&stack, &changed).unwrap();
-    // A leftover of an earlier, killed run would make `sandbox up` reuse old hosts.
-    drop(Destroy(&stack));
-    let _destroy = Destroy(&stack);
+    let _sandbox = common::StackSandbox::fresh(&stack);
 
     let booted = provision(
         Path::new("/"),

@@ -65,20 +65,6 @@ fn fetch_in_host(stack: &Path, url: &str) -> String {
     text(&out.stdout)
 }
 
-/// The sandbox's hosts, destroyed however the test ends.
-struct Destroy<'a>(&'a Path);
-
-impl Drop for Destroy<'_> {
-    fn drop(&mut self) {
-        let stack = self.0.to_string_lossy().into_owned();
-        let _ = provision(
-            Path::new("/"),
-            &["sandbox", "down", "--stack", &stack, "--destroy"],
-            &[],
-        );
-    }
-}
-
 #[test]
 fn the_sandbox_proxy_relays_to_the_stacks_download_hosts_and_learns_new_ones() {
     if !fixture::available() {
@@ -87,8 +73,7 @@ fn the_sandbox_proxy_relays_to_the_stacks_download_hosts_and_learns_new_ones() {
     let dir = tempfile::tempdir().unwrap();
     let stack_file = dir.path().join("stack.toml");
     std::fs::write(&stack_file, stack("http://solr-archive.invalid/solr.tgz")).unwrap();
-    drop(Destroy(&stack_file));
-    let _destroy = Destroy(&stack_file);
+    let _sandbox = common::StackSandbox::fresh(&stack_file);
 
     let first = sandbox_up(&stack_file);
     assert!(
@@ -103,7 +88,10 @@ fn the_sandbox_proxy_relays_to_the_stacks_download_hosts_and_learns_new_ones() {
         "{allowed}"
     );
     let other = fetch_in_host(&stack_file, "http://elsewhere.invalid/solr.tgz");
-    assert!(other.starts_with("403 ") && other.contains(REFUSED), "{other}");
+    assert!(
+        other.starts_with("403 ") && other.contains(REFUSED),
+        "{other}"
+    );
 
     // The archive moves to a server on the bridge: refused until `sandbox up` runs again.
     let archive = dir.path().join("solr-test.tgz");

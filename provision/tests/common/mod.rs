@@ -652,3 +652,42 @@ impl Drop for Background {
         let _ = self.child.wait();
     }
 }
+
+/// The sandbox `provision sandbox up --stack FILE` makes, destroyed however the test ends.
+pub struct StackSandbox<'a>(&'a Path);
+
+impl StackSandbox<'_> {
+    /// Destroys a leftover of an earlier, killed run first (`sandbox up` would reuse its
+    /// hosts).
+    pub fn fresh(stack: &Path) -> StackSandbox<'_> {
+        let _ = Self::destroy(stack);
+        StackSandbox(stack)
+    }
+
+    fn destroy(stack: &Path) -> Output {
+        provision(
+            Path::new("/"),
+            &[
+                "sandbox",
+                "down",
+                "--stack",
+                &stack.to_string_lossy(),
+                "--destroy",
+            ],
+            &[],
+        )
+    }
+}
+
+impl Drop for StackSandbox<'_> {
+    fn drop(&mut self) {
+        let out = Self::destroy(self.0);
+        if !out.status.success() {
+            eprintln!(
+                "destroying the sandbox of {}: {}",
+                self.0.display(),
+                show(&out)
+            );
+        }
+    }
+}
