@@ -134,6 +134,36 @@ pub async fn converge_all(
 /// Check the resources of one host in one round trip and, in apply mode, fix what differs in
 /// one more.
 pub async fn converge(host: &Host, resources: &[Resource], options: &Options<'_>) -> HostReport {
+    converge_from(host, resources, None, options).await
+}
+
+/// The script [`converge`] checks `resources` with, for another step's script to run on the
+/// host (a deploy script checks the services of the release it leaves live); its output goes
+/// to [`converge_checked`].
+pub fn check_script(resources: &[Resource]) -> Result<String, String> {
+    let mut script = resource::check_script(resources)?;
+    script.push_str("echo @end\n");
+    Ok(script)
+}
+
+/// [`converge`] with the check already run in this run by another script on `host`:
+/// `checked` is the output of [`check_script`]. In sync, it costs no round trip; in apply mode
+/// what differs is fixed in one. A check that did not finish is run again.
+pub async fn converge_checked(
+    host: &Host,
+    resources: &[Resource],
+    checked: &str,
+    options: &Options<'_>,
+) -> HostReport {
+    converge_from(host, resources, Some(checked), options).await
+}
+
+async fn converge_from(
+    host: &Host,
+    resources: &[Resource],
+    checked: Option<&str>,
+    options: &Options<'_>,
+) -> HostReport {
     debug_dump(host.name(), resources, options.mode);
     let start = host.round_trips();
     let mask = options.mask;
@@ -153,13 +183,18 @@ pub async fn converge(host: &Host, resources: &[Resource], options: &Options<'_>
     if let Err(error) = check_dependencies(resources) {
         return fail("planning", error);
     }
-    options.progress.step(
-        host.name(),
-        &format!("checking {} resources", resources.len()),
-    );
-    let states = match check(host, resources, options.command_timeout).await {
-        Ok(states) => states,
-        Err(error) => return fail("checking", error),
+    let states = match checked.and_then(|output| finished_check(resources, output)) {
+        Some(states) => states,
+        None => {
+            options.progress.step(
+                host.name(),
+                &format!("checking {} resources", resources.len()),
+            );
+            match check(host, resources, options.command_timeout).await {
+                Ok(states) => states,
+                Err(error) => return fail("checking", error),
+            }
+        }
     };
 
     let mut changed_ids: Vec<String> = Vec::new();
@@ -231,20 +266,25 @@ async fn check(
     resources: &[Resource],
     timeout: Option<Duration>,
 ) -> Result<Vec<Vec<String>>, String> {
-    let mut script = resource::check_script(resources)?;
-    script.push_str("echo @end\n");
-    let mut command = Command::new(script);
+    let mut command = Command::new(check_script(resources)?);
     command.timeout = timeout;
     let output = host.exec(command).await.map_err(|e| e.to_string())?;
-    let stdout = output.stdout_lossy();
-    if !stdout.lines().any(|l| l == "@end") {
-        return Err(format!(
+    finished_check(resources, &output.stdout_lossy()).ok_or_else(|| {
+        format!(
             "the check script did not finish ({}): {}",
             output.describe_exit(),
             output.stderr_lossy().trim()
-        ));
-    }
-    Ok(resource::parse_check(resources, &stdout))
+        )
+    })
+}
+
+/// Each resource's state lines from the output of [`check_script`]; `None` when the check
+/// did not finish.
+fn finished_check(resources: &[Resource], output: &str) -> Option<Vec<Vec<String>>> {
+    output
+        .lines()
+        .any(|l| l == "@end")
+        .then(|| resource::parse_check(resources, output))
 }
 
 /// Run all fixes as one script. Each fix runs in a subshell with `set -e`; the first failure

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use provision_core::engine::{self, Mode, Options, Outcome, Quiet};
-use provision_core::host::Host;
+use provision_core::host::{Command, Host};
 use provision_core::resource::{Directory, File, Resource, Symlink};
 
 fn options(mode: Mode) -> Options<'static> {
@@ -58,6 +58,50 @@ async fn fifty_files_converge_then_a_second_run_changes_nothing_in_one_round_tri
         .filter(|e| e.file_name().to_string_lossy().starts_with(".provision"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn a_check_run_inside_another_script_leaves_only_the_fix_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let host = Host::local("local");
+    let resources = files(dir, 3, "1");
+    engine::converge(&host, &resources, &options(Mode::Apply)).await;
+    // The check inside a step of its own, between that step's `@key=value` lines.
+    let step = format!(
+        "echo @revision=abc\n{}echo @unchanged=/srv/releases/1\n",
+        engine::check_script(&resources).unwrap()
+    );
+    let run_step = || async {
+        host.exec(Command::new(step.clone()))
+            .await
+            .unwrap()
+            .stdout_lossy()
+    };
+
+    let checked = run_step().await;
+    let in_sync =
+        engine::converge_checked(&host, &resources, &checked, &options(Mode::Apply)).await;
+    assert_eq!(in_sync.outcome, Outcome::Unchanged, "{in_sync:?}");
+    assert_eq!(in_sync.round_trips, 0);
+
+    fs::write(format!("{dir}/conf-1.cfg"), "changed by hand\n").unwrap();
+    let checked = run_step().await;
+    let fixed = engine::converge_checked(&host, &resources, &checked, &options(Mode::Apply)).await;
+    assert_eq!(fixed.outcome, Outcome::Changed, "{fixed:?}");
+    assert_eq!(fixed.changes.len(), 1);
+    assert_eq!(fixed.round_trips, 1, "the fix only");
+    assert_eq!(
+        fs::read_to_string(format!("{dir}/conf-1.cfg")).unwrap(),
+        "value = 1\nversion = 1\n"
+    );
+
+    // A check cut short is run again.
+    fs::write(format!("{dir}/conf-2.cfg"), "changed by hand\n").unwrap();
+    let cut = checked.replace("@end\n", "");
+    let again = engine::converge_checked(&host, &resources, &cut, &options(Mode::Apply)).await;
+    assert_eq!(again.outcome, Outcome::Changed, "{again:?}");
+    assert_eq!(again.round_trips, 2, "its own check, then the fix");
 }
 
 #[tokio::test]

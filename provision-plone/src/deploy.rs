@@ -270,6 +270,7 @@ struct PrepareContext<'a> {
     python: &'a str,
     buildout: Option<BuildoutStep<'a>>,
     pip: Option<PipStep<'a>>,
+    live_check: Option<&'a str>,
 }
 
 fn is_commit_id(text: &str) -> bool {
@@ -282,13 +283,18 @@ fn is_commit_id(text: &str) -> bool {
 /// when the build succeeded, `@release=<release>`. A failed build exits non-zero after
 /// printing the end of its log to stderr, `@failed_release=` and `@log=`; nothing of the live
 /// release changes. See [`parse_prepared`].
+///
+/// `live_check` is a shell script run when the live release stays (the controller's check of
+/// what must run on it); its output comes back in [`Prepared::Unchanged`], saving the
+/// controller a round trip of its own.
 pub fn prepare_release(
     settings: &InstanceSettings,
     source: &Source,
+    live_check: Option<&str>,
     templates: &Templates,
 ) -> Result<Command, PloneError> {
     let files = config_files(settings, templates)?;
-    prepare_release_of(settings, &files, source, templates)
+    prepare_release_of(settings, &files, source, live_check, templates)
 }
 
 /// [`prepare_release`] with these generated files instead of the clients' (`settings.clients`
@@ -297,6 +303,7 @@ pub fn prepare_release_of(
     settings: &InstanceSettings,
     files: &[ConfigFile],
     source: &Source,
+    live_check: Option<&str>,
     templates: &Templates,
 ) -> Result<Command, PloneError> {
     settings.validate_release()?;
@@ -396,6 +403,7 @@ pub fn prepare_release_of(
         python: &settings.python,
         buildout,
         pip,
+        live_check,
     };
     let script = templates.render(PREPARE_TEMPLATE, &context)?;
     Ok(match source {
@@ -695,7 +703,12 @@ pub fn check_step(step: &str, output: &Output) -> Result<Report, PloneError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prepared {
     /// The live release has the revision and the fingerprint: nothing was built.
-    Unchanged { release: String, commit: String },
+    Unchanged {
+        release: String,
+        commit: String,
+        /// What the `live_check` printed, when one was given.
+        live_checked: Option<String>,
+    },
     /// A new release was built; switch to it with [`switch_current`].
     Built { release: String, commit: String },
 }
@@ -722,6 +735,7 @@ pub fn parse_prepared(output: &Output) -> Result<Prepared, PloneError> {
         return Ok(Prepared::Unchanged {
             release: release.to_string(),
             commit,
+            live_checked: live_checked(&output.stdout_lossy()),
         });
     }
     match report.get("release") {
@@ -735,6 +749,23 @@ pub fn parse_prepared(output: &Output) -> Result<Prepared, PloneError> {
             log_tail: Some(output.stdout_lossy()),
         }),
     }
+}
+
+/// The lines the prepare script's live check printed between its marks; `None` without both.
+fn live_checked(stdout: &str) -> Option<String> {
+    let mut checked = String::new();
+    for line in stdout
+        .lines()
+        .skip_while(|line| *line != "@live_check=start")
+        .skip(1)
+    {
+        if line == "@live_check=end" {
+            return Some(checked);
+        }
+        checked.push_str(line);
+        checked.push('\n');
+    }
+    None
 }
 
 /// Export `revision` of the local repository at `repository` for a [`Source::Pushed`]: the
@@ -938,5 +969,42 @@ mod tests {
         assert_eq!(report.get("kept"), Some("b"));
         assert_eq!(report.get("error"), None);
         assert_eq!(report.get("x"), Some("1=2"));
+    }
+
+    fn exited(status: u32, stdout: &str) -> Output {
+        Output {
+            status: Some(status),
+            signal: None,
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_release_brings_the_output_of_its_live_check() {
+        let unchanged = "@revision=abc\n@live_check=start\n@0 enabled=enabled\n@0 active=inactive\n\
+                         @1 ok=1\n@end\n@live_check=end\n@unchanged=/srv/www/site/releases/1\n";
+        assert_eq!(
+            parse_prepared(&exited(0, unchanged)).unwrap(),
+            Prepared::Unchanged {
+                release: "/srv/www/site/releases/1".into(),
+                commit: "abc".into(),
+                live_checked: Some(
+                    "@0 enabled=enabled\n@0 active=inactive\n@1 ok=1\n@end\n".into()
+                ),
+            }
+        );
+        // No live check asked for, or one cut short: nothing to go by.
+        for stdout in [
+            "@revision=abc\n@unchanged=/srv/www/site/releases/1\n",
+            "@revision=abc\n@live_check=start\n@0 enabled=enabled\n@unchanged=/srv/www/site/releases/1\n",
+        ] {
+            let Prepared::Unchanged { live_checked, .. } =
+                parse_prepared(&exited(0, stdout)).unwrap()
+            else {
+                panic!("not unchanged: {stdout}");
+            };
+            assert_eq!(live_checked, None, "{stdout}");
+        }
     }
 }

@@ -76,7 +76,7 @@ pub const TEMPLATES: &[TemplateSource] = &[
     template!(
         "prepare-release.sh.j2",
         with_common!(
-            r#", "source_description": "https://git.example.org/site.git at main", "git_url": "https://git.example.org/site.git", "submodules": true, "revision": "main", "fingerprint": "0123abcd", "always_build": false, "log_lines": 40, "shared_links": [{"shared": "eggs", "release_path": "eggs"}], "shared_dirs": ["var/log"], "files": [{"path": "deploy.cfg", "base64": "W2J1aWxkb3V0XQo=", "marker": "PROVISION_EOF_1"}], "manifest": "abc  deploy.cfg\n", "python": "/usr/bin/python3", "buildout": {"config": "deploy.cfg", "version": "6.0.1", "bootstrap_args": [], "args": ["-N"]}, "pip": null"#
+            r#", "source_description": "https://git.example.org/site.git at main", "git_url": "https://git.example.org/site.git", "submodules": true, "revision": "main", "fingerprint": "0123abcd", "always_build": false, "log_lines": 40, "shared_links": [{"shared": "eggs", "release_path": "eggs"}], "shared_dirs": ["var/log"], "files": [{"path": "deploy.cfg", "base64": "W2J1aWxkb3V0XQo=", "marker": "PROVISION_EOF_1"}], "manifest": "abc  deploy.cfg\n", "python": "/usr/bin/python3", "buildout": {"config": "deploy.cfg", "version": "6.0.1", "bootstrap_args": [], "args": ["-N"]}, "pip": null, "live_check": "echo @end\n""#
         )
     ),
     template!(

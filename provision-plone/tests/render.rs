@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use provision_core::engine;
 use provision_core::phase::Phase;
 use provision_core::resource::Resource;
 use provision_core::template::Templates;
@@ -233,14 +234,23 @@ fn all_scripts(s: &InstanceSettings) -> Vec<(String, String)> {
         commit: "0123456789abcdef0123456789abcdef01234567".into(),
         tar: Vec::new(),
     });
+    let live_check = engine::check_script(&instances::client_services(s)).unwrap();
     vec![
         (
             "prepare (git)".into(),
-            deploy::prepare_release(s, &git, &t).unwrap().script,
+            deploy::prepare_release(s, &git, None, &t).unwrap().script,
         ),
         (
             "prepare (pushed)".into(),
-            deploy::prepare_release(s, &pushed, &t).unwrap().script,
+            deploy::prepare_release(s, &pushed, None, &t)
+                .unwrap()
+                .script,
+        ),
+        (
+            "prepare (with a live check)".into(),
+            deploy::prepare_release(s, &git, Some(&live_check), &t)
+                .unwrap()
+                .script,
         ),
         (
             "switch".into(),
@@ -287,14 +297,15 @@ fn a_pushed_tree_goes_to_stdin_and_needs_a_commit_id() {
         commit: "0123456789abcdef0123456789abcdef01234567".into(),
         tar: b"tar".to_vec(),
     };
-    let command = deploy::prepare_release(&cookbook(), &Source::Pushed(tree.clone()), &t).unwrap();
+    let command =
+        deploy::prepare_release(&cookbook(), &Source::Pushed(tree.clone()), None, &t).unwrap();
     assert_eq!(command.stdin.as_deref(), Some(&b"tar"[..]));
     assert!(!command.script.contains("git clone"));
     let short = PushedTree {
         commit: "main".into(),
         ..tree
     };
-    assert!(deploy::prepare_release(&cookbook(), &Source::Pushed(short), &t).is_err());
+    assert!(deploy::prepare_release(&cookbook(), &Source::Pushed(short), None, &t).is_err());
 }
 
 #[test]

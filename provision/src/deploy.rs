@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use provision_core::engine::Progress;
+use provision_core::engine::{self, Progress};
 use provision_core::facts::Facts;
 use provision_core::host::{Command, Host, Output};
+use provision_core::resource::{Resource, Service};
 use provision_core::stack::HostSpec;
 use provision_core::template::Templates;
 use provision_nginx::haproxy::BACKEND;
@@ -78,6 +79,10 @@ pub struct HostDeploy {
     pub release: Option<String>,
     pub revision: Option<String>,
     pub outcome: DeployOutcome,
+    /// The output of the check of [`Target::live_services`] that the prepare script ran on a
+    /// release it left unchanged: the services' check after the deploy, done already.
+    #[serde(skip)]
+    pub live_checked: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -121,6 +126,19 @@ impl<'a> Target<'a> {
             settings,
             workers,
         })
+    }
+
+    /// What must run on the live release: the clients (and no others) and the Celery worker
+    /// and beat, enabled.
+    pub fn live_services(&self) -> Vec<Resource> {
+        let mut services = provision_plone::instances::client_services(&self.settings);
+        if let Some(workers) = &self.workers {
+            services.push(Service::running(workers.worker_unit()).into());
+            if workers.beat {
+                services.push(Service::running(workers.beat_unit()).into());
+            }
+        }
+        services
     }
 }
 
@@ -179,7 +197,14 @@ pub async fn deploy(
             let source = &source;
             async move {
                 progress.step(target.host.name(), &format!("building {}", source));
-                let command = scripts::prepare_release(&target.settings, source, templates)?;
+                let live_check =
+                    engine::check_script(&target.live_services()).map_err(anyhow::Error::msg)?;
+                let command = scripts::prepare_release(
+                    &target.settings,
+                    source,
+                    Some(&live_check),
+                    templates,
+                )?;
                 let output = target
                     .host
                     .exec(command.timeout(session.command_timeout()))
@@ -196,13 +221,18 @@ pub async fn deploy(
     for (target, build) in targets.iter().zip(builds) {
         let name = target.host.name().to_string();
         match build {
-            Ok(Prepared::Unchanged { release, commit }) => {
+            Ok(Prepared::Unchanged {
+                release,
+                commit,
+                live_checked,
+            }) => {
                 progress.step(&name, "release unchanged");
                 reports.push(HostDeploy {
                     host: name,
                     release: Some(release),
                     revision: Some(commit),
                     outcome: DeployOutcome::Unchanged,
+                    live_checked,
                 });
             }
             Ok(Prepared::Built { release, commit }) => {
@@ -212,6 +242,7 @@ pub async fn deploy(
                     release: Some(release.clone()),
                     revision: Some(commit),
                     outcome: DeployOutcome::NotSwitched,
+                    live_checked: None,
                 });
                 to_switch.push((target, release));
             }
@@ -220,6 +251,7 @@ pub async fn deploy(
                 release: None,
                 revision: None,
                 outcome: DeployOutcome::Failed(session.mask(&format!("building: {error:#}"))),
+                live_checked: None,
             }),
         }
     }
@@ -288,6 +320,12 @@ pub async fn deploy(
             .find(|r| r.host == target.host.name())
             .expect("a report per target");
         report.outcome = DeployOutcome::Failed(session.mask(&format!("{error:#}")));
+    }
+    // A rollout of other hosts can take minutes: then the unchanged ones are checked afresh.
+    if !to_switch.is_empty() {
+        for report in &mut reports {
+            report.live_checked = None;
+        }
     }
     Ok(reports)
 }
@@ -442,12 +480,14 @@ pub async fn rollback(
                 release: Some(release),
                 revision: None,
                 outcome: DeployOutcome::RolledBack,
+                live_checked: None,
             },
             Err(error) => HostDeploy {
                 host: name,
                 release: None,
                 revision: None,
                 outcome: DeployOutcome::Failed(session.mask(&format!("{error:#}"))),
+                live_checked: None,
             },
         }
     })
@@ -473,6 +513,7 @@ pub async fn restart(
             release: None,
             revision: None,
             outcome,
+            live_checked: None,
         }
     })
     .await

@@ -628,7 +628,7 @@ async fn prebuild(
             host.name(),
             &format!("building {revision:.12} with the new settings (the site runs on)"),
         );
-        let command = deploy::prepare_release(&settings, &source, templates)?
+        let command = deploy::prepare_release(&settings, &source, None, templates)?
             .timeout(target.command_timeout());
         let output = host
             .exec(command)

@@ -4,11 +4,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use provision_core::engine::{self, Connection, HostReport, Mode, Options, Outcome, Progress as _};
 use provision_core::facts::Facts;
 use provision_core::host::{Command, Host, HostError};
 use provision_core::phase::Phase;
-use provision_core::resource::{Resource, Service};
+use provision_core::resource::Resource;
 use provision_core::stack::{HostSpec, Layer};
 use provision_core::template::Templates;
 
@@ -253,7 +254,8 @@ async fn live_revision(
 }
 
 /// After a release step every client of a host that is on a good release runs (one that
-/// crashed, or a host whose release did not change but whose clients were stopped).
+/// crashed, or a host whose release did not change but whose clients were stopped). A host
+/// whose prepare script checked them already is not checked again: a round trip only to fix.
 async fn ensure_clients_running(
     session: &Session,
     targets: &[deploy::Target<'_>],
@@ -267,30 +269,40 @@ async fn ensure_clients_running(
         mask: &mask,
         progress,
     };
-    // Every host's clients at once: one round trip each, not one after the other.
-    let work: Vec<(Host, Vec<Resource>)> = targets
+    let work: Vec<(&Host, Vec<Resource>, Option<&str>)> = targets
         .iter()
-        .filter(|target| {
-            reports.iter().any(|r| {
+        .filter_map(|target| {
+            let report = reports.iter().find(|r| {
                 r.host == target.host.name()
                     && matches!(
                         r.outcome,
                         DeployOutcome::Unchanged | DeployOutcome::Deployed
                     )
-            })
-        })
-        .map(|target| {
-            let mut services = provision_plone::instances::client_services(&target.settings);
-            if let Some(workers) = &target.workers {
-                services.push(Service::running(workers.worker_unit()).into());
-                if workers.beat {
-                    services.push(Service::running(workers.beat_unit()).into());
-                }
-            }
-            (target.host.clone(), services)
+            })?;
+            Some((
+                &target.host,
+                target.live_services(),
+                report.live_checked.as_deref(),
+            ))
         })
         .collect();
-    for result in engine::converge_all(work, usize::from(session.args.parallel), &options).await {
+    // Every host's clients at once, not one after the other.
+    let results: Vec<HostReport> =
+        futures::stream::iter(work.iter().map(|(host, services, checked)| {
+            let options = &options;
+            async move {
+                match checked {
+                    Some(checked) => {
+                        engine::converge_checked(host, services, checked, options).await
+                    }
+                    None => engine::converge(host, services, options).await,
+                }
+            }
+        }))
+        .buffered(usize::from(session.args.parallel).max(1))
+        .collect()
+        .await;
+    for result in results {
         if let (Outcome::Failed(error), Some(report)) = (
             result.outcome,
             reports.iter_mut().find(|r| r.host == result.host),
@@ -398,6 +410,7 @@ pub async fn release_command(
                 Outcome::Failed(error) => DeployOutcome::Failed(error.clone()),
                 _ => DeployOutcome::Failed("unreachable".to_string()),
             },
+            live_checked: None,
         })
         .collect();
     let lbs = lb_handles(&session, &connected, &[]);
@@ -447,6 +460,7 @@ pub async fn release_command(
                             release: None,
                             revision: None,
                             outcome: DeployOutcome::Failed(format!("setting up: {error}")),
+                            live_checked: None,
                         }),
                         _ => None,
                     })

@@ -135,7 +135,7 @@ async fn one_host(
         host.name(),
         &format!("building the ZEO server from {}", source),
     );
-    let command = scripts::prepare_release_of(settings, &release.files, &source, templates)?;
+    let command = scripts::prepare_release_of(settings, &release.files, &source, None, templates)?;
     let output = host
         .exec(command.timeout(session.command_timeout()))
         .await

@@ -184,6 +184,40 @@ fn releases_roll_out_without_a_failed_request_and_bad_ones_change_nothing() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(current(&hosts, "app1"), first);
 
+    // A client stopped and disabled by hand on an unchanged release: `up` enables and starts
+    // it again (its prepare step checked the clients for it).
+    hosts.ssh(
+        hosts.host("app1"),
+        "systemctl disable --now plone-site@client2",
+    );
+    let out = provision(dir.path(), &["up", "--sandbox"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("app1: release unchanged"),
+        "{}",
+        show(&out)
+    );
+    let state = hosts.ssh(
+        hosts.host("app1"),
+        "systemctl is-enabled plone-site@client2; systemctl is-active plone-site@client2",
+    );
+    assert_eq!(
+        text(&state.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["enabled", "active"],
+        "{}",
+        show(&out)
+    );
+    // Serving and UP in HAProxy again before the load below.
+    let client2 = format!("{}:8082", hosts.host("app1").address());
+    common::wait_for("client2 of app1 answers", Duration::from_secs(120), || {
+        get(&client2, "/") == 200
+    });
+    common::wait_for("app1-2 is UP in HAProxy", Duration::from_secs(60), || {
+        common::haproxy_servers(dir.path(), &SECRET, "lb1")
+            .iter()
+            .any(|(server, status)| server == "app1-2" && status == "UP")
+    });
+
     // A new commit under load: a new release on both hosts, no failed request.
     commit(&repo, "NEWS.txt", "v2\n", "v2");
     let stop = Arc::new(AtomicBool::new(false));

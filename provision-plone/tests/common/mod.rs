@@ -330,7 +330,8 @@ impl App {
         &self,
         source: &Source,
     ) -> (Result<Prepared, PloneError>, host::Output, Duration) {
-        let command = deploy::prepare_release(&self.settings, source, &self.templates).unwrap();
+        let command =
+            deploy::prepare_release(&self.settings, source, None, &self.templates).unwrap();
         let started = Instant::now();
         let output = self
             .host
