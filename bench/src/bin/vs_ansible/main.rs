@@ -4,6 +4,7 @@
 //! Run as root after `cargo build --release -p provision -p provision-bench`:
 //!   cargo run --release -p provision-bench --bin vs_ansible -- --hosts 1,10,50,100
 //!   ... -- --smoke            (CI: 4 hosts, every row once; fails on errors, never on time)
+//!   ... -- --hosts 50,100 --no-ansible   (provision's side of every row only)
 //!
 //! The stack: N app hosts (`plone_instances`, one Plone client each, the Zope example app of
 //! examples/apps/buildout) and one more host, `front`, with the `lb` and `zeoserver`
@@ -47,6 +48,9 @@ struct Options {
     repeat: usize,
     smoke: bool,
     keep: bool,
+    /// Only provision's side of every row: no Ansible, nor its playbooks and the checks after
+    /// its runs.
+    no_ansible: bool,
     provision: PathBuf,
     out: Option<PathBuf>,
 }
@@ -57,6 +61,7 @@ fn parse_options() -> anyhow::Result<Options> {
         repeat: 3,
         smoke: false,
         keep: false,
+        no_ansible: false,
         provision: std::env::current_exe()?
             .parent()
             .context("no directory of this binary")?
@@ -82,16 +87,20 @@ fn parse_options() -> anyhow::Result<Options> {
             }
             "--smoke" => options.smoke = true,
             "--keep" => options.keep = true,
+            "--no-ansible" => options.no_ansible = true,
             "--provision" => {
                 options.provision = args.next().context("--provision needs a path")?.into()
             }
             "--out" => options.out = Some(args.next().context("--out needs a file")?.into()),
             "-h" | "--help" => {
                 println!(
-                    "vs_ansible [--hosts 1,10,50,100] [--repeat 3] [--smoke] [--out FILE] [--keep] [--provision PATH]\n\
+                    "vs_ansible [--hosts 1,10,50,100] [--repeat 3] [--smoke] [--no-ansible] [--out FILE] [--keep] [--provision PATH]\n\
                      --repeat: runs of each no-op row (the median is reported); Ansible's are\n\
                      \x20         repeated only up to 10 hosts (they take minutes and vary by ~2%)\n\
                      --smoke: 4 hosts, every row once; fails on errors, not on time (CI)\n\
+                     --no-ansible: provision's side of every row only (same hosts and stack; no\n\
+                     \x20             Ansible install, runs or checks after them); the report\n\
+                     \x20             shows the Ansible columns as not run\n\
                      --keep: leave the work directory (logs, playbooks) for inspection"
                 );
                 std::process::exit(0);
@@ -146,7 +155,11 @@ fn run() -> anyhow::Result<()> {
     }
     let bench = testbed::bench_config(&machine);
     testbed::remove_stale(&machine);
-    let ansible_playbook = ansible::ensure_installed()?;
+    let ansible_playbook = if options.no_ansible {
+        None
+    } else {
+        Some(ansible::ensure_installed()?)
+    };
     let work = tempfile::Builder::new()
         .prefix("vs-ansible-")
         .tempdir()
@@ -181,7 +194,11 @@ fn run() -> anyhow::Result<()> {
         let _ = work.keep();
     }
     result?;
-    let text = report::document(&ctx.tables, &std::env::args().collect::<Vec<_>>().join(" "));
+    let text = report::document(
+        &ctx.tables,
+        &std::env::args().collect::<Vec<_>>().join(" "),
+        !options.no_ansible,
+    );
     if let Some(out) = &options.out {
         std::fs::write(out, &text)?;
         say(&format!("results written to {}", out.display()));
@@ -301,7 +318,8 @@ fn probe_preinstall(ctx: &Ctx<'_>, machine: &Config) -> anyhow::Result<testbed::
                 }
             }
         }
-        // Ansible's apt module needs python3-apt on the host.
+        // Ansible's apt module needs python3-apt on the host (also with --no-ansible: the
+        // same base, the same hosts).
         packages.push("python3-apt".to_string());
         packages.sort();
         packages.dedup();
@@ -318,7 +336,8 @@ struct Ctx<'a> {
     options: &'a Options,
     dir: PathBuf,
     repo: PathBuf,
-    ansible_playbook: PathBuf,
+    /// `ansible-playbook`; none with --no-ansible.
+    ansible_playbook: Option<PathBuf>,
     /// The Ansible project: ansible.cfg, inventory, playbooks, vars.
     ansible: PathBuf,
     tables: Vec<Table>,
@@ -392,14 +411,22 @@ impl Ctx<'_> {
         Ok(run.stdout())
     }
 
-    fn ansible_run(&self, playbook: &str, log: &str, extra: &[(&str, String)]) -> Run<'_> {
+    fn ansible_run(
+        &self,
+        playbook: &str,
+        log: &str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Run<'_>> {
         let mut args = vec![playbook.to_string()];
         for (k, v) in extra {
             args.push("-e".into());
             args.push(format!("{k}={v}"));
         }
-        Run {
-            program: &self.ansible_playbook,
+        Ok(Run {
+            program: self
+                .ansible_playbook
+                .as_deref()
+                .context("Ansible is not installed with --no-ansible")?,
             args,
             env: vec![
                 (
@@ -410,7 +437,7 @@ impl Ctx<'_> {
             ],
             dir: &self.ansible,
             log: self.dir.join("logs").join(log),
-        }
+        })
     }
 
     fn ansible_dir(&self) -> PathBuf {
@@ -482,7 +509,7 @@ impl Ctx<'_> {
         (0..repeat)
             .map(|i| {
                 ansible::close_masters(&self.ansible_dir());
-                let run = self.ansible_run(playbook, &format!("{log}-{i}"), extra);
+                let run = self.ansible_run(playbook, &format!("{log}-{i}"), extra)?;
                 let measured = self.measure(bed, &run, &format!("ansible {playbook} (N={n})"));
                 ansible::close_masters(&self.ansible_dir());
                 measured
@@ -541,7 +568,8 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Everything one N takes: boot, every row for both tools, the checks, destroy.
+    /// Everything one N takes: boot, every row for both tools, the checks, destroy. With
+    /// --no-ansible only provision's side: no Ansible runs, playbooks or checks after them.
     fn bench_hosts(&self, bench: &Config, n: usize) -> anyhow::Result<Table> {
         let name = format!("{}{n}", testbed::PREFIX);
         let names = host_names(n);
@@ -551,6 +579,7 @@ impl Ctx<'_> {
         )?;
         let mut table = Table::new(n);
         let repeat = self.options.repeat;
+        let with_ansible = !self.options.no_ansible;
         // Beyond 10 hosts one Ansible run takes minutes, and its runs differ by about 2%.
         let ansible_repeat = if n <= 10 { repeat } else { 1 };
 
@@ -564,35 +593,42 @@ impl Ctx<'_> {
             let dump = self.plan_unchanged(n, "first", "provision setup + configure")?;
 
             // The same on fresh hosts, by Ansible.
-            bed.destroy()?;
-            bed = Bed::boot(bench, &name, &names)?;
-            std::fs::create_dir_all(self.ansible_dir())?;
-            let inventory: Vec<ansible::InventoryHost> = bed
-                .inventory
-                .hosts
-                .iter()
-                .map(|h| ansible::InventoryHost {
-                    name: h.name.clone(),
-                    address: h.address.to_string(),
-                    instance: h.name != FRONT,
-                })
-                .collect();
-            ansible::write_project(
-                &self.ansible_dir(),
-                &inventory,
-                &bed.inventory.key_file,
-                &bed.inventory.known_hosts,
-            )?;
-            self.write_converge_playbook(&dump, &names)?;
-            let ansible_first = self.measure_ansible(&bed, "converge.yml", "a-first", 1, &[])?;
-            self.plan_unchanged(n, "after-ansible-first", "Ansible's first converge")?;
+            let ansible_first = if with_ansible {
+                bed.destroy()?;
+                bed = Bed::boot(bench, &name, &names)?;
+                std::fs::create_dir_all(self.ansible_dir())?;
+                let inventory: Vec<ansible::InventoryHost> = bed
+                    .inventory
+                    .hosts
+                    .iter()
+                    .map(|h| ansible::InventoryHost {
+                        name: h.name.clone(),
+                        address: h.address.to_string(),
+                        instance: h.name != FRONT,
+                    })
+                    .collect();
+                ansible::write_project(
+                    &self.ansible_dir(),
+                    &inventory,
+                    &bed.inventory.key_file,
+                    &bed.inventory.known_hosts,
+                )?;
+                self.write_converge_playbook(&dump, &names)?;
+                let a = self.measure_ansible(&bed, "converge.yml", "a-first", 1, &[])?;
+                self.plan_unchanged(n, "after-ansible-first", "Ansible's first converge")?;
+                a
+            } else {
+                Vec::new()
+            };
             table.push(Row::new(Op::FirstConverge, provision_first, ansible_first));
 
             // A live release everywhere, built with the build cache (untimed).
             let dump = self.first_release(&bed)?;
-            self.write_release_playbooks(&dump, &names[1..])?;
-            let commit = git(&self.repo, &["rev-parse", "HEAD"])?;
-            self.write_deploy_vars(&bed, &commit)?;
+            if with_ansible {
+                self.write_release_playbooks(&dump, &names[1..])?;
+                let commit = git(&self.repo, &["rev-parse", "HEAD"])?;
+                self.write_deploy_vars(&bed, &commit)?;
+            }
 
             // What the hosts burn doing nothing (HAProxy's health checks of every client, ZEO,
             // the clients themselves), for reading the short rows.
@@ -602,13 +638,17 @@ impl Ctx<'_> {
 
             // No-op `up`.
             let p = self.measure_provision(&bed, &["up"], "p-noop", repeat)?;
-            let a = self.measure_ansible(
-                &bed,
-                "site.yml",
-                "a-noop",
-                ansible_repeat,
-                &self.release_var(),
-            )?;
+            let a = if with_ansible {
+                self.measure_ansible(
+                    &bed,
+                    "site.yml",
+                    "a-noop",
+                    ansible_repeat,
+                    &self.release_var(),
+                )?
+            } else {
+                Vec::new()
+            };
             table.push(Row::new(Op::Noop, p, a));
 
             // One change: haproxy.check_interval, a new haproxy.cfg and a reload on `front`.
@@ -617,41 +657,56 @@ impl Ctx<'_> {
                 stack_toml(&name, n, CHECK_INTERVAL[1]),
             )?;
             let p = self.measure_provision(&bed, &["up"], "p-change", 1)?;
-            std::fs::write(
-                self.dir.join("stack.toml"),
-                stack_toml(&name, n, CHECK_INTERVAL[2]),
-            )?;
-            let dump = self.dump_dir("change")?;
-            self.provision_checked(&["plan", "--json"], Some(&dump), "plan-change", n)?;
-            self.write_converge_playbook(&dump, &names)?;
-            let a = self.measure_ansible(&bed, "site.yml", "a-change", 1, &self.release_var())?;
-            self.plan_unchanged(n, "after-ansible-change", "Ansible's one-change converge")?;
+            let a = if with_ansible {
+                std::fs::write(
+                    self.dir.join("stack.toml"),
+                    stack_toml(&name, n, CHECK_INTERVAL[2]),
+                )?;
+                let dump = self.dump_dir("change")?;
+                self.provision_checked(&["plan", "--json"], Some(&dump), "plan-change", n)?;
+                self.write_converge_playbook(&dump, &names)?;
+                let a =
+                    self.measure_ansible(&bed, "site.yml", "a-change", 1, &self.release_var())?;
+                self.plan_unchanged(n, "after-ansible-change", "Ansible's one-change converge")?;
+                a
+            } else {
+                Vec::new()
+            };
             table.push(Row::new(Op::OneChange, p, a));
 
             // Deploy of the live revision: nothing to do.
             let p = self.measure_provision(&bed, &["deploy"], "p-deploy-same", repeat)?;
-            let a = self.measure_ansible(
-                &bed,
-                "deploy-all.yml",
-                "a-deploy-same",
-                ansible_repeat,
-                &self.release_var(),
-            )?;
+            let a = if with_ansible {
+                self.measure_ansible(
+                    &bed,
+                    "deploy-all.yml",
+                    "a-deploy-same",
+                    ansible_repeat,
+                    &self.release_var(),
+                )?
+            } else {
+                Vec::new()
+            };
             table.push(Row::new(Op::DeployUnchanged, p, a));
 
             // Deploy of a new revision, the build cached.
             new_revision(&self.repo, "provision")?;
             let p = self.measure_provision(&bed, &["deploy"], "p-deploy-new", 1)?;
-            let commit = new_revision(&self.repo, "ansible")?;
-            self.write_deploy_vars(&bed, &commit)?;
-            let a = self.measure_ansible(
-                &bed,
-                "deploy-all.yml",
-                "a-deploy-new",
-                1,
-                &self.release_var(),
-            )?;
-            self.check_release_unchanged(n, &commit)?;
+            let a = if with_ansible {
+                let commit = new_revision(&self.repo, "ansible")?;
+                self.write_deploy_vars(&bed, &commit)?;
+                let a = self.measure_ansible(
+                    &bed,
+                    "deploy-all.yml",
+                    "a-deploy-new",
+                    1,
+                    &self.release_var(),
+                )?;
+                self.check_release_unchanged(n, &commit)?;
+                a
+            } else {
+                Vec::new()
+            };
             table.push(Row::new(Op::DeployNew, p, a));
             Ok(())
         })();

@@ -7,6 +7,12 @@ use provision_sandbox::{Config, Sandbox};
 
 use crate::measure::Usage;
 
+/// The Ansible columns of a row Ansible did not run.
+const NOT_RUN: &str = "not run";
+/// The note of a report run with --no-ansible.
+const NO_ANSIBLE: &str = "Run with `--no-ansible`: provision's side of every row only; Ansible \
+     was not installed or run, so its columns say \"not run\" and there is no ratio.";
+
 /// One run of one tool.
 #[derive(Debug, Clone)]
 pub struct Measured {
@@ -75,7 +81,8 @@ impl Op {
 pub struct Row {
     pub op: Op,
     pub provision: Measured,
-    pub ansible: Measured,
+    /// None when Ansible was not run (--no-ansible).
+    pub ansible: Option<Measured>,
     pub runs: (usize, usize),
 }
 
@@ -85,12 +92,13 @@ fn median(mut runs: Vec<Measured>) -> Measured {
 }
 
 impl Row {
+    /// `ansible` is empty when Ansible was not run.
     pub fn new(op: Op, provision: Vec<Measured>, ansible: Vec<Measured>) -> Row {
         let runs = (provision.len(), ansible.len());
         Row {
             op,
             provision: median(provision),
-            ansible: median(ansible),
+            ansible: (!ansible.is_empty()).then(|| median(ansible)),
             runs,
         }
     }
@@ -120,17 +128,34 @@ impl Table {
 
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "### N = {} app host{} (+ `front`: lb, ZEO)\n\n\
-             | operation | provision | round trips/host, max (mean) | peak RSS | own CPU / hosts' CPU | Ansible | round trips/host, max (mean) | own CPU / hosts' CPU | Ansible / provision |\n\
-             | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            "### N = {} app host{} (+ `front`: lb, ZEO)\n\n",
             self.hosts,
             if self.hosts == 1 { "" } else { "s" }
         );
+        if self.rows.iter().any(|r| r.ansible.is_none()) {
+            out.push_str("Ansible not run (`--no-ansible`).\n\n");
+        }
+        out.push_str(
+            "| operation | provision | round trips/host, max (mean) | peak RSS | own CPU / hosts' CPU | Ansible | round trips/host, max (mean) | own CPU / hosts' CPU | Ansible / provision |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
         for row in &self.rows {
-            let (p, a) = (&row.provision, &row.ansible);
+            let p = &row.provision;
+            let ansible = match &row.ansible {
+                Some(a) => format!(
+                    "{} | {} ({:.1}) | {} / {} | **{:.0}x**",
+                    seconds(a.usage.wall),
+                    a.sessions_max(),
+                    a.sessions_mean(),
+                    seconds(a.usage.cpu),
+                    seconds(a.host_cpu),
+                    a.usage.wall.as_secs_f64() / p.usage.wall.as_secs_f64().max(1e-6),
+                ),
+                None => format!("{NOT_RUN} | {NOT_RUN} | {NOT_RUN} | —"),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} ({:.1}) | {:.1} MiB | {} / {} | {} | {} ({:.1}) | {} / {} | **{:.0}x** |",
+                "| {} | {} | {} ({:.1}) | {:.1} MiB | {} / {} | {ansible} |",
                 row.op.label(),
                 seconds(p.usage.wall),
                 p.sessions_max(),
@@ -138,29 +163,21 @@ impl Table {
                 p.usage.max_rss_kib as f64 / 1024.0,
                 seconds(p.usage.cpu),
                 seconds(p.host_cpu),
-                seconds(a.usage.wall),
-                a.sessions_max(),
-                a.sessions_mean(),
-                seconds(a.usage.cpu),
-                seconds(a.host_cpu),
-                a.usage.wall.as_secs_f64() / p.usage.wall.as_secs_f64().max(1e-6),
             );
         }
         let runs: Vec<String> = self
             .rows
             .iter()
-            .filter(|r| r.runs != (1, 1))
-            .map(|r| {
-                format!(
-                    "{}: median of {} / {} runs",
-                    r.op.label(),
-                    r.runs.0,
-                    r.runs.1
-                )
+            .filter(|r| r.runs.0 > 1 || r.runs.1 > 1)
+            .map(|r| match r.runs {
+                (p, 0) => format!("{}: median of {p} runs", r.op.label()),
+                (p, a) => format!("{}: median of {p} / {a} runs", r.op.label()),
             })
             .collect();
+        // A blank line ends the table (a line right after it would be read as one more row).
+        out.push('\n');
         if !runs.is_empty() {
-            let _ = writeln!(out, "\n{}.", runs.join("; "));
+            let _ = writeln!(out, "{}.", runs.join("; "));
         }
         let _ = writeln!(
             out,
@@ -214,15 +231,100 @@ pub fn machine_note(config: &Config, ours: &str) -> String {
     )
 }
 
-/// The whole report: the command, the machine, every table.
-pub fn document(tables: &[Table], command: &str) -> String {
+/// The whole report: the command, the machine, whether Ansible ran, every table.
+pub fn document(tables: &[Table], command: &str, with_ansible: bool) -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut out = format!(
         "Command: `{command}`\n\nMachine: {cores} cores; the controller and every host share them.\n\n"
     );
+    if !with_ansible {
+        out.push_str(NO_ANSIBLE);
+        out.push_str("\n\n");
+    }
     for table in tables {
         out.push_str(&table.markdown());
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(wall_ms: u64) -> Measured {
+        Measured {
+            usage: Usage {
+                wall: Duration::from_millis(wall_ms),
+                cpu: Duration::from_millis(20),
+                max_rss_kib: 14 * 1024,
+                exit_code: 0,
+            },
+            host_cpu: Duration::from_millis(200),
+            sessions: vec![4, 2],
+            load: 0.0,
+        }
+    }
+
+    #[test]
+    fn rows_with_ansible_have_its_columns_and_the_ratio() {
+        let mut table = Table::new(1);
+        table.push(Row::new(
+            Op::Noop,
+            vec![run(150), run(160), run(170)],
+            vec![run(12_900); 3],
+        ));
+        let text = table.markdown();
+        assert!(
+            text.contains(
+                "| no-op `up` | 0.16 s | 4 (3.0) | 14.0 MiB | 0.02 s / 0.20 s | 12.9 s | 4 (3.0) \
+                 | 0.02 s / 0.20 s | **81x** |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("**81x** |\n\nno-op `up`: median of 3 / 3 runs.\nIdle"),
+            "{text}"
+        );
+        assert!(!text.contains(NOT_RUN), "{text}");
+        assert!(!document(&[table], "vs_ansible", true).contains(NO_ANSIBLE));
+    }
+
+    #[test]
+    fn a_table_of_single_runs_ends_before_the_idle_note() {
+        let mut table = Table::new(4);
+        table.push(Row::new(Op::DeployNew, vec![run(14_800)], vec![]));
+        let text = table.markdown();
+        assert!(text.contains("| — |\n\nIdle, the hosts used"), "{text}");
+    }
+
+    #[test]
+    fn rows_without_ansible_say_not_run_and_have_no_ratio() {
+        let mut table = Table::new(1);
+        table.push(Row::new(
+            Op::Noop,
+            vec![run(150), run(160), run(170)],
+            vec![],
+        ));
+        table.push(Row::new(Op::OneChange, vec![run(330)], vec![]));
+        let text = table.markdown();
+        assert!(text.contains("Ansible not run (`--no-ansible`)."), "{text}");
+        assert!(
+            text.contains(
+                "| one change (`haproxy.check_interval`) | 0.33 s | 4 (3.0) | 14.0 MiB \
+                 | 0.02 s / 0.20 s | not run | not run | not run | — |"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("**"), "{text}");
+        assert!(
+            text.contains("| — |\n\nno-op `up`: median of 3 runs."),
+            "{text}"
+        );
+        assert!(
+            !text.contains("one change (`haproxy.check_interval`): median"),
+            "{text}"
+        );
+        assert!(document(&[table], "vs_ansible --no-ansible", false).contains(NO_ANSIBLE));
+    }
 }
