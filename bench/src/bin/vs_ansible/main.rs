@@ -689,11 +689,12 @@ impl Ctx<'_> {
             };
             table.push(Row::new(Op::DeployUnchanged, p, a));
 
-            // Deploy of a new revision, the build cached.
-            new_revision(&self.repo, "provision")?;
+            // Deploy of a new revision, the build cached (a commit per N: without Ansible's
+            // commit in between, the same text would make no commit at the next N).
+            new_revision(&self.repo, &format!("provision N={n}"))?;
             let p = self.measure_provision(&bed, &["deploy"], "p-deploy-new", 1)?;
             let a = if with_ansible {
-                let commit = new_revision(&self.repo, "ansible")?;
+                let commit = new_revision(&self.repo, &format!("ansible N={n}"))?;
                 self.write_deploy_vars(&bed, &commit)?;
                 let a = self.measure_ansible(
                     &bed,
