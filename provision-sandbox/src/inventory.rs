@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
@@ -37,12 +37,7 @@ pub struct InventoryHost {
 
 impl Inventory {
     pub fn read(path: &Path) -> Result<Inventory> {
-        let text =
-            std::fs::read_to_string(path).ctx(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })
+        crate::state::read_json(path)
     }
 
     pub fn host(&self, name: &str) -> Option<&InventoryHost> {

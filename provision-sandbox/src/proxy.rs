@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::egress::{Allowlist, split_host_port};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 
 const MAX_HEAD: usize = 64 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,12 +49,7 @@ pub enum AllowSource {
 /// The allowlist of an `egress.json` and the file's modification time.
 fn read_allowlist(path: &Path) -> Result<(Allowlist, Option<std::time::SystemTime>)> {
     let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let text = std::fs::read_to_string(path)
-        .ctx(|| format!("cannot read the allowlist {}", path.display()))?;
-    let egress: crate::egress::Egress = serde_json::from_str(&text).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    let egress: crate::egress::Egress = crate::state::read_json(path)?;
     Ok((egress.allow, modified))
 }
 

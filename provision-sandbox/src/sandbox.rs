@@ -332,15 +332,11 @@ impl Sandbox {
     }
 
     /// Lets a running sandbox's hosts reach the hosts of `urls` too: its detached proxy
-    /// (the CLI's) reads the rewritten allowlist at its next connection. Returns whether the allowlist grew.
+    /// (the CLI's) reads the rewritten allowlist at its next connection. Returns whether the
+    /// allowlist grew.
     pub fn allow_urls(&self, urls: &[String]) -> Result<bool> {
         let path = self.paths.egress();
-        let text =
-            std::fs::read_to_string(&path).ctx(|| format!("cannot read {}", path.display()))?;
-        let mut egress: Egress = serde_json::from_str(&text).map_err(|e| Error::Parse {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
+        let mut egress: Egress = state::read_json(&path)?;
         let grew = egress.allow_urls(urls);
         if grew {
             state::write_json(&path, &egress)?;

@@ -112,10 +112,14 @@ impl Paths {
 }
 
 pub(crate) fn read_state(paths: &Paths) -> Result<State> {
-    let file = paths.state();
-    let text = std::fs::read_to_string(&file).ctx(|| format!("cannot read {}", file.display()))?;
+    read_json(&paths.state())
+}
+
+/// Reads a JSON state file (sandbox.json, inventory.json, egress.json).
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).ctx(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| Error::Parse {
-        path: file,
+        path: path.to_path_buf(),
         detail: e.to_string(),
     })
 }
