@@ -176,23 +176,11 @@ async fn zope_release_builds_and_two_clients_answer_over_zeo() {
     // here), and the engine takes its output for its own check, without a round trip.
     let live = instances::client_services(&app.settings);
     let live_check = engine::check_script(&live).unwrap();
-    let command = deploy::prepare_release(
-        &app.settings,
-        &git(&repo, "main"),
-        Some(&live_check),
-        &app.templates,
-    )
-    .unwrap();
-    let started = Instant::now();
-    let output = app
-        .host
-        .exec(command.timeout(Duration::from_secs(600)))
-        .await
-        .unwrap();
-    let took = started.elapsed();
+    let (again, output, took) = app
+        .prepare_checking(&git(&repo, "main"), Some(&live_check))
+        .await;
     eprintln!("unchanged redeploy took {:.1} s", took.as_secs_f64());
-    let again = deploy::parse_prepared(&output)
-        .unwrap_or_else(|e| panic!("{e}\nstderr: {}", output.stderr_lossy()));
+    let again = again.unwrap_or_else(|e| panic!("{e}\nstderr: {}", output.stderr_lossy()));
     let Prepared::Unchanged {
         release: same,
         commit: same_commit,

@@ -330,8 +330,18 @@ impl App {
         &self,
         source: &Source,
     ) -> (Result<Prepared, PloneError>, host::Output, Duration) {
+        self.prepare_checking(source, None).await
+    }
+
+    /// [`App::prepare_locked`] with `live_check` run on an unchanged release, as `provision`
+    /// passes the clients' check.
+    pub async fn prepare_checking(
+        &self,
+        source: &Source,
+        live_check: Option<&str>,
+    ) -> (Result<Prepared, PloneError>, host::Output, Duration) {
         let command =
-            deploy::prepare_release(&self.settings, source, None, &self.templates).unwrap();
+            deploy::prepare_release(&self.settings, source, live_check, &self.templates).unwrap();
         let started = Instant::now();
         let output = self
             .host
