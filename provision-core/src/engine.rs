@@ -122,9 +122,25 @@ pub async fn converge_all(
     parallel: usize,
     options: &Options<'_>,
 ) -> Vec<HostReport> {
+    let work = work
+        .into_iter()
+        .map(|(host, resources)| (host, resources, None))
+        .collect();
+    converge_all_checked(work, parallel, options).await
+}
+
+/// [`converge_all`] where another script may have run a host's check already in this run:
+/// its output ([`converge_checked`]) saves that host the check's round trip.
+pub async fn converge_all_checked(
+    work: Vec<(Host, Vec<Resource>, Option<String>)>,
+    parallel: usize,
+    options: &Options<'_>,
+) -> Vec<HostReport> {
     futures::stream::iter(
         work.into_iter()
-            .map(|(host, resources)| async move { converge(&host, &resources, options).await }),
+            .map(|(host, resources, checked)| async move {
+                converge_from(&host, &resources, checked.as_deref(), options).await
+            }),
     )
     .buffered(parallel.max(1))
     .collect()

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 use provision_core::engine::{self, Connection, HostReport, Mode, Options, Outcome, Progress as _};
 use provision_core::facts::Facts;
 use provision_core::host::{Command, Host, HostError};
@@ -269,7 +268,8 @@ async fn ensure_clients_running(
         mask: &mask,
         progress,
     };
-    let work: Vec<(&Host, Vec<Resource>, Option<&str>)> = targets
+    // Every host's clients at once, not one after the other.
+    let work: Vec<(Host, Vec<Resource>, Option<String>)> = targets
         .iter()
         .filter_map(|target| {
             let report = reports.iter().find(|r| {
@@ -280,28 +280,14 @@ async fn ensure_clients_running(
                     )
             })?;
             Some((
-                &target.host,
+                target.host.clone(),
                 target.live_services(),
-                report.live_checked.as_deref(),
+                report.live_checked.clone(),
             ))
         })
         .collect();
-    // Every host's clients at once, not one after the other.
-    let results: Vec<HostReport> =
-        futures::stream::iter(work.iter().map(|(host, services, checked)| {
-            let options = &options;
-            async move {
-                match checked {
-                    Some(checked) => {
-                        engine::converge_checked(host, services, checked, options).await
-                    }
-                    None => engine::converge(host, services, options).await,
-                }
-            }
-        }))
-        .buffered(usize::from(session.args.parallel).max(1))
-        .collect()
-        .await;
+    let results =
+        engine::converge_all_checked(work, usize::from(session.args.parallel), &options).await;
     for result in results {
         if let (Outcome::Failed(error), Some(report)) = (
             result.outcome,
