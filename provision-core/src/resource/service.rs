@@ -58,35 +58,89 @@ pub enum ServiceState {
     Stopped,
 }
 
+/// Where systemd looks for system units (systemd.unit(5)), `/lib` for hosts without merged
+/// /usr. A unit with a file in none of them does not exist.
+const UNIT_DIRS: &str = "/etc/systemd/system.control /run/systemd/system.control \
+     /run/systemd/transient /run/systemd/generator.early /etc/systemd/system \
+     /etc/systemd/system.attached /run/systemd/system /run/systemd/system.attached \
+     /run/systemd/generator /usr/local/lib/systemd/system /usr/lib/systemd/system \
+     /lib/systemd/system /run/systemd/generator.late";
+
+/// The unit file names that define a unit: its own and, for an instance, its template's.
+fn unit_files(name: &str) -> Vec<String> {
+    const TYPES: [&str; 11] = [
+        "service",
+        "socket",
+        "target",
+        "timer",
+        "mount",
+        "path",
+        "slice",
+        "scope",
+        "device",
+        "swap",
+        "automount",
+    ];
+    let full = match name.rsplit_once('.') {
+        Some((_, suffix)) if TYPES.contains(&suffix) => name.to_string(),
+        _ => format!("{name}.service"),
+    };
+    let mut files = vec![full.clone()];
+    if let Some((prefix, rest)) = full.split_once('@')
+        && let Some((_, suffix)) = rest.rsplit_once('.')
+    {
+        files.push(format!("{prefix}@.{suffix}"));
+    }
+    files
+}
+
 /// The check of every service of a host in two processes (instead of two per service): one
 /// `systemctl is-enabled` and one `systemctl is-active` for all units, giving `@TAG enabled=`
 /// and `@TAG active=` lines in the order given. `is-enabled` reads the links on disk, so a
 /// unit enabled or disabled without a daemon reload (as the fixes here do) shows as it is;
 /// `systemctl show`'s `UnitFileState` would not. `is-enabled` stops at a unit that does not
-/// exist: then each unit is asked on its own.
+/// exist, so units without a unit file (a layer's service kept stopped where it was never
+/// installed) are left out of it by the shell, and if one still fails, each unit is asked
+/// on its own.
 pub(crate) fn batch_check_script(services: &[(String, &Service)]) -> String {
     if services.is_empty() {
         return String::new();
     }
     let names: Vec<String> = services.iter().map(|(_, s)| quote(&s.name)).collect();
-    let names = names.join(" ");
     let tags: Vec<&str> = services.iter().map(|(tag, _)| tag.as_str()).collect();
+    let mut script = format!(
+        "u_exists() {{ for d in {UNIT_DIRS}; do for f in \"$@\"; do \
+         if [ -e \"$d/$f\" ] || [ -L \"$d/$f\" ]; then return 0; fi; done; done; return 1; }}\n\
+         set --; m=\n"
+    );
+    // `m` has a y (asked) or n (no unit file) per service, in order.
+    for ((_, service), name) in services.iter().zip(&names) {
+        let files: Vec<String> = unit_files(&service.name).iter().map(|f| quote(f)).collect();
+        script.push_str(&format!(
+            "if u_exists {}; then set -- \"$@\" {name}; m=\"${{m}}y\"; else m=\"${{m}}n\"; fi\n",
+            files.join(" ")
+        ));
+    }
     // Counted and paired by the shell itself: `systemctl` is the only process.
-    format!(
-        "e=$(systemctl is-enabled -- {names} 2>/dev/null)\n\
+    script.push_str(&format!(
+        "e=\nif [ $# -gt 0 ]; then\n\
+         e=$(systemctl is-enabled -- \"$@\" 2>/dev/null)\n\
          n=0; for l in $e; do n=$((n + 1)); done\n\
-         if [ \"$n\" != {count} ]; then e=$(for u in {names}; do \
+         if [ \"$n\" != $# ]; then e=$(for u in \"$@\"; do \
          echo \"E:$(systemctl is-enabled -- \"$u\" 2>/dev/null)\"; done); fi\n\
+         fi\n\
          a=$(systemctl is-active -- {names} 2>/dev/null)\n\
          set -- {tags}\n\
-         while IFS= read -r l; do [ $# -gt 0 ] || break; echo \"@$1 enabled=${{l#E:}}\"; shift; \
+         while [ $# -gt 0 ]; do l=; case $m in y*) IFS= read -r l || l=;; esac; m=${{m#?}}; \
+         echo \"@$1 enabled=${{l#E:}}\"; shift; \
          done <<PROVISION_ENABLED\n$e\nPROVISION_ENABLED\n\
          set -- {tags}\n\
          while IFS= read -r l; do [ $# -gt 0 ] || break; echo \"@$1 active=$l\"; shift; \
          done <<PROVISION_ACTIVE\n$a\nPROVISION_ACTIVE\n",
-        count = services.len(),
+        names = names.join(" "),
         tags = tags.join(" "),
-    )
+    ));
+    script
 }
 
 #[derive(Debug, Clone)]
@@ -215,4 +269,24 @@ impl Service {
 
 fn or_unknown(state: &str) -> &str {
     if state.is_empty() { "unknown" } else { state }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unit_files;
+
+    #[test]
+    fn a_unit_is_defined_by_its_file_or_its_template() {
+        assert_eq!(unit_files("haproxy"), ["haproxy.service"]);
+        assert_eq!(unit_files("backup.timer"), ["backup.timer"]);
+        assert_eq!(
+            unit_files("plone-site@client1"),
+            ["plone-site@client1.service", "plone-site@.service"]
+        );
+        // A dot in an instance name is not a unit type.
+        assert_eq!(
+            unit_files("getty@tty1.x"),
+            ["getty@tty1.x.service", "getty@.service"]
+        );
+    }
 }

@@ -1,0 +1,129 @@
+//! The engine's check of systemd services on a real sandbox host (systemd-nspawn, real sshd
+//! and systemd): units with and without a unit file, instances of a template, in one list.
+//! Units that do not exist are left out of the one `systemctl is-enabled` call, so the
+//! others' states must still land on the right service.
+//!
+//! Without root or systemd-nspawn this test skips with one line, except under
+//! PROVISION_SANDBOX=required (CI), where it fails.
+
+mod common;
+
+use std::time::Duration;
+
+use provision_core::engine::{self, HostReport, Mode, Options, Outcome, Quiet};
+use provision_core::resource::{Resource, Service, Unit};
+use provision_sandbox::fixture;
+
+const SLEEPER: &str = "[Unit]\nDescription=%N\n\n[Service]\nExecStart=/bin/sleep infinity\n\n\
+                       [Install]\nWantedBy=multi-user.target\n";
+
+fn resources() -> Vec<Resource> {
+    vec![
+        Unit::new("demo-a.service", SLEEPER).into(),
+        Unit::new("demo-t@.service", SLEEPER).into(),
+        Unit::new("demo-b.service", SLEEPER).into(),
+        // Never installed: kept stopped, nothing to do.
+        Service::stopped("ghost-one").into(),
+        Service::running("demo-a").into(),
+        Service::stopped("ghost-t@x").into(),
+        Service::running("demo-t@one").into(),
+        Service::stopped("demo-b").into(),
+        Service::stopped("ghost-two.service").into(),
+    ]
+}
+
+fn converge(runtime: &tokio::runtime::Runtime, host: &provision_core::host::Host) -> HostReport {
+    let options = Options {
+        mode: Mode::Apply,
+        command_timeout: Some(Duration::from_secs(120)),
+        mask: &|s: &str| s.to_string(),
+        progress: &Quiet,
+    };
+    runtime.block_on(engine::converge(host, &resources(), &options))
+}
+
+/// `(resource, summary)` of every change.
+fn changes(report: &HostReport) -> Vec<(String, String)> {
+    report
+        .changes
+        .iter()
+        .map(|c| (c.resource.clone(), c.summary.join(", ")))
+        .collect()
+}
+
+#[test]
+fn services_with_and_without_unit_files_are_each_checked_as_they_are() {
+    let Some(hosts) = fixture::named_blocking(&["svc1"]) else {
+        return;
+    };
+    // demo-b runs and is enabled before provision says it should not.
+    common::sh(
+        &hosts,
+        "svc1",
+        &format!(
+            "cat > /etc/systemd/system/demo-b.service <<'EOF'\n{SLEEPER}EOF\n\
+             systemctl daemon-reload && systemctl enable --now demo-b"
+        ),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let targets = vec![(
+        "svc1".to_string(),
+        common::engine_connection(&hosts, "svc1"),
+    )];
+    let (host, _facts) = runtime
+        .block_on(engine::connect_all(&targets, 1, &Quiet))
+        .remove(0)
+        .expect("connects");
+
+    // demo-a and demo-t@ have no unit file when the first check runs (the engine writes them
+    // after it): their state is unknown, and they are enabled and started.
+    let first = converge(&runtime, &host);
+    assert_eq!(first.outcome, Outcome::Changed, "{first:#?}");
+    let services: Vec<(String, String)> = changes(&first)
+        .into_iter()
+        .filter(|(id, _)| id.starts_with("service:"))
+        .collect();
+    assert_eq!(
+        services,
+        [
+            (
+                "service:demo-a".to_string(),
+                "enable (is unknown), start (is inactive)".to_string()
+            ),
+            (
+                "service:demo-t@one".to_string(),
+                "enable (is unknown), start (is inactive)".to_string()
+            ),
+            (
+                "service:demo-b".to_string(),
+                "disable, stop (is active)".to_string()
+            ),
+        ],
+        "{first:#?}"
+    );
+    let state = common::sh(
+        &hosts,
+        "svc1",
+        "for u in demo-a demo-t@one demo-b; do echo $(systemctl is-enabled $u) $(systemctl is-active $u); done",
+    );
+    assert_eq!(
+        state.lines().collect::<Vec<_>>(),
+        ["enabled active", "enabled active", "disabled inactive"]
+    );
+
+    let second = converge(&runtime, &host);
+    assert_eq!(second.outcome, Outcome::Unchanged, "{second:#?}");
+
+    // One service changed by hand among the others: only it is fixed.
+    common::sh(&hosts, "svc1", "systemctl disable demo-t@one");
+    let third = converge(&runtime, &host);
+    assert_eq!(
+        changes(&third),
+        [(
+            "service:demo-t@one".to_string(),
+            "enable (is disabled)".to_string()
+        )],
+        "{third:#?}"
+    );
+    runtime.block_on(host.close());
+}
