@@ -83,6 +83,10 @@ pub struct HostDeploy {
     /// release it left unchanged: the services' check after the deploy, done already.
     #[serde(skip)]
     pub live_checked: Option<String>,
+    /// What the check of the live release's services found and fixed after the release step
+    /// (a stopped client started, a surplus client stopped), one line per change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services_fixed: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -233,6 +237,7 @@ pub async fn deploy(
                     revision: Some(commit),
                     outcome: DeployOutcome::Unchanged,
                     live_checked,
+                    services_fixed: Vec::new(),
                 });
             }
             Ok(Prepared::Built { release, commit }) => {
@@ -243,6 +248,7 @@ pub async fn deploy(
                     revision: Some(commit),
                     outcome: DeployOutcome::NotSwitched,
                     live_checked: None,
+                    services_fixed: Vec::new(),
                 });
                 to_switch.push((target, release));
             }
@@ -252,6 +258,7 @@ pub async fn deploy(
                 revision: None,
                 outcome: DeployOutcome::Failed(session.mask(&format!("building: {error:#}"))),
                 live_checked: None,
+                services_fixed: Vec::new(),
             }),
         }
     }
@@ -481,6 +488,7 @@ pub async fn rollback(
                 revision: None,
                 outcome: DeployOutcome::RolledBack,
                 live_checked: None,
+                services_fixed: Vec::new(),
             },
             Err(error) => HostDeploy {
                 host: name,
@@ -488,6 +496,7 @@ pub async fn rollback(
                 revision: None,
                 outcome: DeployOutcome::Failed(session.mask(&format!("{error:#}"))),
                 live_checked: None,
+                services_fixed: Vec::new(),
             },
         }
     })
@@ -514,6 +523,7 @@ pub async fn restart(
             revision: None,
             outcome,
             live_checked: None,
+            services_fixed: Vec::new(),
         }
     })
     .await

@@ -289,10 +289,15 @@ async fn ensure_clients_running(
     let results =
         engine::converge_all_checked(work, usize::from(session.args.parallel), &options).await;
     for result in results {
-        if let (Outcome::Failed(error), Some(report)) = (
-            result.outcome,
-            reports.iter_mut().find(|r| r.host == result.host),
-        ) {
+        let Some(report) = reports.iter_mut().find(|r| r.host == result.host) else {
+            continue;
+        };
+        report.services_fixed = result
+            .changes
+            .iter()
+            .map(|change| format!("{}: {}", change.resource, change.summary.join(", ")))
+            .collect();
+        if let Outcome::Failed(error) = result.outcome {
             report.outcome = DeployOutcome::Failed(format!("starting the clients: {error}"));
         }
     }
@@ -397,6 +402,7 @@ pub async fn release_command(
                 _ => DeployOutcome::Failed("unreachable".to_string()),
             },
             live_checked: None,
+            services_fixed: Vec::new(),
         })
         .collect();
     let lbs = lb_handles(&session, &connected, &[]);
@@ -447,6 +453,7 @@ pub async fn release_command(
                             revision: None,
                             outcome: DeployOutcome::Failed(format!("setting up: {error}")),
                             live_checked: None,
+                            services_fixed: Vec::new(),
                         }),
                         _ => None,
                     })
@@ -553,6 +560,9 @@ fn print_deploys(reports: &[HostDeploy], json: bool) {
             }
             DeployOutcome::Restarted => crate::out!("{}: every client restarted", report.host),
             DeployOutcome::Failed(error) => crate::out!("{}: FAILED: {error}", report.host),
+        }
+        for fixed in &report.services_fixed {
+            crate::out!("{}: fixed {fixed}", report.host);
         }
     }
 }

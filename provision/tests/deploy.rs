@@ -184,19 +184,28 @@ fn releases_roll_out_without_a_failed_request_and_bad_ones_change_nothing() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(current(&hosts, "app1"), first);
 
-    // A client stopped and disabled by hand on an unchanged release: `up` enables and starts
-    // it again (its prepare step checked the clients for it).
+    // A client stopped and disabled by hand on an unchanged release, and a client beyond
+    // the host's count enabled: `up` enables and starts the one, disables the other (its
+    // prepare step checked the clients for it) and says so.
     hosts.ssh(
         hosts.host("app1"),
-        "systemctl disable --now plone-site@client2",
+        "systemctl disable --now plone-site@client2; systemctl enable plone-site@client9",
     );
     let out = provision(dir.path(), &["up", "--sandbox"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert!(
-        text(&out.stdout).contains("app1: release unchanged"),
-        "{}",
-        show(&out)
+    let stdout = text(&out.stdout);
+    for line in [
+        "app1: release unchanged",
+        "app1: fixed service:plone-site@client2: enable (is disabled), start (is inactive)",
+        "app1: fixed script:plone-site-surplus-clients: stop and disable plone-site@* clients",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{}", show(&out));
+    }
+    let surplus = hosts.ssh(
+        hosts.host("app1"),
+        "systemctl is-enabled plone-site@client9 || true",
     );
+    assert_eq!(text(&surplus.stdout).trim(), "disabled", "{}", show(&out));
     let state = hosts.ssh(
         hosts.host("app1"),
         "systemctl is-enabled plone-site@client2; systemctl is-active plone-site@client2",
