@@ -96,12 +96,18 @@ async fn one_host(
 ) -> anyhow::Result<Option<Vec<String>>> {
     let settings = &release.settings;
     let app = zeo_app(&session.stack)?;
-    let status = scripts::release_status(settings, templates)?;
-    let live = match run(session, host, "reading the releases", status).await {
-        Ok(live) => live,
-        // A host that is not set up yet (no user, no `deploy_to`) has no release.
-        Err(_) if plan => Report::default(),
-        Err(error) => return Err(error),
+    // The live release matters to `plan` and to a rebuild of the live revision; `up` builds
+    // the app's revision, and its prepare script finds out itself whether that is live.
+    let live = if plan || revision == Revision::Live {
+        let status = scripts::release_status(settings, templates)?;
+        match run(session, host, "reading the releases", status).await {
+            Ok(live) => live,
+            // A host that is not set up yet (no user, no `deploy_to`) has no release.
+            Err(_) if plan => Report::default(),
+            Err(error) => return Err(error),
+        }
+    } else {
+        Report::default()
     };
     let live_revision = live.get("revision").map(str::to_string);
     let revision = match (revision, &live_revision) {
@@ -135,20 +141,28 @@ async fn one_host(
         host.name(),
         &format!("building the ZEO server from {}", source),
     );
-    let command = scripts::prepare_release_of(settings, &release.files, &source, None, templates)?;
+    // On an unchanged release the script checks ZEO's service too: no round trip for it.
+    let live_check =
+        engine::check_script(&[zeoserver::release_service()]).map_err(anyhow::Error::msg)?;
+    let command = scripts::prepare_release_of(
+        settings,
+        &release.files,
+        &source,
+        Some(&live_check),
+        templates,
+    )?;
     let output = host
         .exec(command.timeout(session.command_timeout()))
         .await
         .map_err(|e| anyhow::anyhow!("building the release: {e}"))?;
     let prepared = scripts::parse_prepared(&output).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let Prepared::Built {
-        release: built,
-        commit,
-    } = prepared
-    else {
-        // Unchanged: ZEO keeps running; started if it is not.
-        let started = ensure_running(session, host, progress).await?;
-        return Ok(started.then(|| vec![format!("start {}", zeoserver::SERVICE)]));
+    let (built, commit) = match prepared {
+        Prepared::Built { release, commit } => (release, commit),
+        Prepared::Unchanged { live_checked, .. } => {
+            // ZEO keeps running; started if it is not.
+            let started = ensure_running(session, host, live_checked.as_deref(), progress).await?;
+            return Ok(started.then(|| vec![format!("start {}", zeoserver::SERVICE)]));
+        }
     };
     let switch = scripts::switch_current(settings, &built, templates)?;
     run(session, host, "switching current", switch).await?;
@@ -176,10 +190,12 @@ async fn one_host(
     ]))
 }
 
-/// Start ZEO when it is not running; whether it was started.
+/// Start ZEO when it is not running; whether it was started. `checked` is the output of its
+/// check, when the prepare script ran it.
 async fn ensure_running(
     session: &Session,
     host: &Host,
+    checked: Option<&str>,
     progress: &dyn Progress,
 ) -> anyhow::Result<bool> {
     let mask = |s: &str| session.mask(s);
@@ -189,7 +205,11 @@ async fn ensure_running(
         mask: &mask,
         progress,
     };
-    let report = engine::converge(host, &[zeoserver::release_service()], &options).await;
+    let service = [zeoserver::release_service()];
+    let report = match checked {
+        Some(checked) => engine::converge_checked(host, &service, checked, &options).await,
+        None => engine::converge(host, &service, &options).await,
+    };
     match report.outcome {
         Outcome::Failed(error) => anyhow::bail!("starting ZEO: {error}"),
         Outcome::Changed => Ok(true),

@@ -993,14 +993,33 @@ fn zeo_in_buildout_mode_serves_two_hosts_from_a_release_of_the_app() {
         "ZEO listens on loopback"
     );
 
-    // A second `up` changes nothing: no build, no restart.
+    // A second `up` changes nothing: no build, no restart, in three SSH sessions on db1 (the
+    // facts, the check, the release's prepare script, which checks ZEO's service too).
     let pid = sh(&hosts, "db1", "systemctl show -p MainPID --value zeoserver");
+    sh(
+        &hosts,
+        "db1",
+        "printf 'LogLevel VERBOSE\\n' > /etc/ssh/sshd_config.d/zz-sessions.conf && systemctl reload ssh",
+    );
+    // Every session so far, this one's included (sshd logs it before the command runs).
+    let sessions = || -> u32 {
+        sh(
+            &hosts,
+            "db1",
+            "journalctl --sync; journalctl -q -o cat -u ssh.service | grep -c '^Starting session:' || true",
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    let before = sessions();
     let again = provision(
         dir.path(),
         &["up", "--sandbox", "--host", "db1", "--json"],
         &[],
     );
     ok(&again);
+    assert_eq!(sessions() - before - 1, 3, "{}", text(&again.stdout));
     let report = json(&again);
     assert_eq!(
         report["hosts"][0]["outcome"]["status"],
