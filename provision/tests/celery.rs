@@ -5,6 +5,8 @@
 //! Without root or systemd-nspawn these tests skip with one line, except under
 //! PROVISION_SANDBOX=required (CI), where they fail.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use provision_celery::client_environment;
 use provision_celery::worker::{self, WorkerSettings};
 use provision_core::engine::{self, Connection, HostReport, Mode, Options, Outcome, Quiet};
 use provision_core::facts::Facts;
-use provision_core::host::{Host, SshTarget};
+use provision_core::host::Host;
 use provision_core::phase::Phase;
 use provision_core::resource::{Group, Resource, User};
 use provision_core::shell::quote;
@@ -56,26 +58,13 @@ fn templates() -> Templates {
     Templates::new(provision_celery::TEMPLATES).expect("templates parse")
 }
 
-/// How the engine reaches each sandbox host: the inventory's key, strict host keys.
+/// How the engine reaches each sandbox host.
 fn targets(hosts: &fixture::Hosts) -> Vec<(String, Connection)> {
-    let inventory = hosts.inventory();
-    inventory
+    hosts
+        .inventory()
         .hosts
         .iter()
-        .map(|h| {
-            let target = SshTarget {
-                address: h.address.to_string(),
-                port: h.port,
-                user: h.user.clone(),
-                key_file: Some(inventory.key_file.clone()),
-                use_agent: false,
-                known_hosts: inventory.known_hosts.clone(),
-                accept_new_host_keys: false,
-                connect_timeout: Duration::from_secs(10),
-                keepalive_interval: Duration::from_secs(15),
-            };
-            (h.name.clone(), Connection::Ssh(target))
-        })
+        .map(|h| (h.name.clone(), common::engine_connection(hosts, &h.name)))
         .collect()
 }
 

@@ -8,15 +8,16 @@
 //! and sha512. Skips with one line without the sandbox, Maven or a JDK, except under
 //! PROVISION_SANDBOX=required, where it fails.
 
+mod common;
 #[path = "../../provision-solr/tests/common/dist.rs"]
 mod dist;
 
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use provision_core::engine::{self, Connection, HostReport, Mode, Options, Outcome, Quiet};
+use provision_core::engine::{self, HostReport, Mode, Options, Outcome, Quiet};
 use provision_core::facts::Facts;
-use provision_core::host::{Host, SshTarget};
+use provision_core::host::Host;
 use provision_core::phase::Phase;
 use provision_core::resource::Resource;
 use provision_core::template::Templates;
@@ -49,20 +50,7 @@ fn options() -> Options<'static> {
 
 /// Connect to a sandbox host as `provision --sandbox` does: its key, strict host-key checking.
 async fn connect(hosts: &fixture::Hosts, name: &str) -> (Host, Facts) {
-    let inventory = hosts.inventory();
-    let entry = inventory.host(name).unwrap();
-    let target = SshTarget {
-        address: entry.address.to_string(),
-        port: entry.port,
-        user: entry.user.clone(),
-        key_file: Some(inventory.key_file.clone()),
-        use_agent: false,
-        known_hosts: inventory.known_hosts.clone(),
-        accept_new_host_keys: false,
-        connect_timeout: Duration::from_secs(10),
-        keepalive_interval: Duration::from_secs(15),
-    };
-    let targets = vec![(name.to_string(), Connection::Ssh(target))];
+    let targets = vec![(name.to_string(), common::engine_connection(hosts, name))];
     engine::connect_all(&targets, 1, &Quiet)
         .await
         .remove(0)
