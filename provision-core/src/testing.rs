@@ -139,17 +139,13 @@ impl Sshd {
     /// A target for `user` with the client key and strict checking against
     /// [`Sshd::known_hosts_path`].
     pub fn target(&self, user: &str) -> SshTarget {
-        SshTarget {
-            address: "127.0.0.1".to_string(),
-            port: self.port,
-            user: user.to_string(),
-            key_file: Some(self.client_key_path()),
-            use_agent: false,
-            known_hosts: self.known_hosts_path(),
-            accept_new_host_keys: false,
-            connect_timeout: Duration::from_secs(10),
-            keepalive_interval: Duration::from_secs(15),
-        }
+        SshTarget::with_key_file(
+            "127.0.0.1",
+            self.port,
+            user,
+            self.client_key_path(),
+            self.known_hosts_path(),
+        )
     }
 
     /// Stop sshd, give it a new host key and start it again on the same port. Open connections

@@ -53,17 +53,13 @@ fn target(hosts: &fixture::Hosts, name: &str) -> Connection {
     let entry = inventory
         .host(name)
         .unwrap_or_else(|| panic!("no host {name} in the sandbox"));
-    Connection::Ssh(SshTarget {
-        address: entry.address.to_string(),
-        port: entry.port,
-        user: entry.user.clone(),
-        key_file: Some(inventory.key_file.clone()),
-        use_agent: false,
-        known_hosts: inventory.known_hosts.clone(),
-        accept_new_host_keys: false,
-        connect_timeout: Duration::from_secs(10),
-        keepalive_interval: Duration::from_secs(15),
-    })
+    Connection::Ssh(SshTarget::with_key_file(
+        entry.address.to_string(),
+        entry.port,
+        entry.user.clone(),
+        inventory.key_file.clone(),
+        inventory.known_hosts.clone(),
+    ))
 }
 
 /// Connect afresh (as a new `provision up` would) and converge every host's resources at the

@@ -52,6 +52,29 @@ pub struct SshTarget {
 }
 
 impl SshTarget {
+    /// A host reached with one key file (no agent) and strict host-key checking against
+    /// `known_hosts`, as the sandbox's and the tests' hosts are: 10 s to connect, a keepalive
+    /// every 15 s.
+    pub fn with_key_file(
+        address: impl Into<String>,
+        port: u16,
+        user: impl Into<String>,
+        key_file: PathBuf,
+        known_hosts: PathBuf,
+    ) -> SshTarget {
+        SshTarget {
+            address: address.into(),
+            port,
+            user: user.into(),
+            key_file: Some(key_file),
+            use_agent: false,
+            known_hosts,
+            accept_new_host_keys: false,
+            connect_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(15),
+        }
+    }
+
     /// `address:port` as people write it (`[v6]:port` for IPv6 literals).
     fn display_address(&self) -> String {
         if self.address.contains(':') {

@@ -699,15 +699,11 @@ pub fn engine_connection(hosts: &Hosts, name: &str) -> provision_core::engine::C
     let entry = inventory
         .host(name)
         .unwrap_or_else(|| panic!("no {name} in the sandbox"));
-    provision_core::engine::Connection::Ssh(provision_core::host::SshTarget {
-        address: entry.address.to_string(),
-        port: entry.port,
-        user: entry.user.clone(),
-        key_file: Some(inventory.key_file.clone()),
-        use_agent: false,
-        known_hosts: inventory.known_hosts.clone(),
-        accept_new_host_keys: false,
-        connect_timeout: Duration::from_secs(10),
-        keepalive_interval: Duration::from_secs(15),
-    })
+    provision_core::engine::Connection::Ssh(provision_core::host::SshTarget::with_key_file(
+        entry.address.to_string(),
+        entry.port,
+        entry.user.clone(),
+        inventory.key_file.clone(),
+        inventory.known_hosts.clone(),
+    ))
 }
