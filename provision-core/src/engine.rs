@@ -139,7 +139,7 @@ pub async fn converge_all_checked(
     futures::stream::iter(
         work.into_iter()
             .map(|(host, resources, checked)| async move {
-                converge_from(&host, &resources, checked.as_deref(), options).await
+                converge_checked(&host, &resources, checked.as_deref(), options).await
             }),
     )
     .buffered(parallel.max(1))
@@ -150,7 +150,7 @@ pub async fn converge_all_checked(
 /// Check the resources of one host in one round trip and, in apply mode, fix what differs in
 /// one more.
 pub async fn converge(host: &Host, resources: &[Resource], options: &Options<'_>) -> HostReport {
-    converge_from(host, resources, None, options).await
+    converge_checked(host, resources, None, options).await
 }
 
 /// The script [`converge`] checks `resources` with, for another step's script to run on the
@@ -162,19 +162,10 @@ pub fn check_script(resources: &[Resource]) -> Result<String, String> {
     Ok(script)
 }
 
-/// [`converge`] with the check already run in this run by another script on `host`:
-/// `checked` is the output of [`check_script`]. In sync, it costs no round trip; in apply mode
-/// what differs is fixed in one. A check that did not finish is run again.
+/// [`converge`] where the check may have run already in this run, by another script on
+/// `host`: `checked` is then the output of [`check_script`]. In sync, it costs no round trip;
+/// in apply mode what differs is fixed in one. A check that did not finish, or none, is run.
 pub async fn converge_checked(
-    host: &Host,
-    resources: &[Resource],
-    checked: &str,
-    options: &Options<'_>,
-) -> HostReport {
-    converge_from(host, resources, Some(checked), options).await
-}
-
-async fn converge_from(
     host: &Host,
     resources: &[Resource],
     checked: Option<&str>,

@@ -81,13 +81,14 @@ async fn a_check_run_inside_another_script_leaves_only_the_fix_to_do() {
 
     let checked = run_step().await;
     let in_sync =
-        engine::converge_checked(&host, &resources, &checked, &options(Mode::Apply)).await;
+        engine::converge_checked(&host, &resources, Some(&checked), &options(Mode::Apply)).await;
     assert_eq!(in_sync.outcome, Outcome::Unchanged, "{in_sync:?}");
     assert_eq!(in_sync.round_trips, 0);
 
     fs::write(format!("{dir}/conf-1.cfg"), "changed by hand\n").unwrap();
     let checked = run_step().await;
-    let fixed = engine::converge_checked(&host, &resources, &checked, &options(Mode::Apply)).await;
+    let fixed =
+        engine::converge_checked(&host, &resources, Some(&checked), &options(Mode::Apply)).await;
     assert_eq!(fixed.outcome, Outcome::Changed, "{fixed:?}");
     assert_eq!(fixed.changes.len(), 1);
     assert_eq!(fixed.round_trips, 1, "the fix only");
@@ -99,7 +100,8 @@ async fn a_check_run_inside_another_script_leaves_only_the_fix_to_do() {
     // A check cut short is run again.
     fs::write(format!("{dir}/conf-2.cfg"), "changed by hand\n").unwrap();
     let cut = checked.replace("@end\n", "");
-    let again = engine::converge_checked(&host, &resources, &cut, &options(Mode::Apply)).await;
+    let again =
+        engine::converge_checked(&host, &resources, Some(&cut), &options(Mode::Apply)).await;
     assert_eq!(again.outcome, Outcome::Changed, "{again:?}");
     assert_eq!(again.round_trips, 2, "its own check, then the fix");
 }

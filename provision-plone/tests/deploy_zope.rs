@@ -197,7 +197,7 @@ async fn zope_release_builds_and_two_clients_answer_over_zeo() {
         mask: &|s: &str| s.to_string(),
         progress: &Quiet,
     };
-    let report = engine::converge_checked(&app.host, &live, &checked, &options).await;
+    let report = engine::converge_checked(&app.host, &live, Some(&checked), &options).await;
     assert!(!report.is_failed(), "{report:?}\n{checked}");
     assert_eq!(report.round_trips, 0, "{report:?}\n{checked}");
     assert_eq!(app.release_names().len(), 1);

@@ -205,11 +205,8 @@ async fn ensure_running(
         mask: &mask,
         progress,
     };
-    let service = [zeoserver::release_service()];
-    let report = match checked {
-        Some(checked) => engine::converge_checked(host, &service, checked, &options).await,
-        None => engine::converge(host, &service, &options).await,
-    };
+    let report =
+        engine::converge_checked(host, &[zeoserver::release_service()], checked, &options).await;
     match report.outcome {
         Outcome::Failed(error) => anyhow::bail!("starting ZEO: {error}"),
         Outcome::Changed => Ok(true),
