@@ -999,7 +999,18 @@ fn zeo_in_buildout_mode_serves_two_hosts_from_a_release_of_the_app() {
     sh(
         &hosts,
         "db1",
-        "printf 'LogLevel VERBOSE\\n' > /etc/ssh/sshd_config.d/zz-sessions.conf && systemctl reload ssh",
+        // sshd re-executes itself on a reload and refuses connections until it listens again:
+        // wait on db1 for its "Server listening" line of the new start.
+        "listening() { journalctl --sync; journalctl -q -o cat -u ssh.service | grep -c '^Server listening on' || true; }
+         before=$(listening)
+         printf 'LogLevel VERBOSE\\n' > /etc/ssh/sshd_config.d/zz-sessions.conf
+         systemctl reload ssh
+         tries=0
+         while [ \"$(listening)\" -le \"$before\" ]; do
+             tries=$((tries + 1))
+             [ \"$tries\" -lt 100 ] || { echo 'sshd did not listen again within 10 s' >&2; exit 1; }
+             sleep 0.1
+         done",
     );
     // Every session so far, this one's included (sshd logs it before the command runs).
     let sessions = || -> u32 {
