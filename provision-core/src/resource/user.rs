@@ -57,11 +57,16 @@ impl User {
 
     pub(crate) fn check_script(&self, tag: &str) -> String {
         let n = quote(&self.name);
-        // The fields split by the shell itself: two processes (getent, id) per user.
+        // The fields split by the shell itself, and the primary group's name read from
+        // /etc/group by it too: one process (getent) per user; `id` only for a group that is
+        // not in /etc/group (from LDAP, say).
         format!(
-            "if e=$(getent passwd {n}); then IFS=: read -r _ _ _ _ _ home shell <<PROVISION_PASSWD\n\
+            "if e=$(getent passwd {n}); then IFS=: read -r _ _ _ gid _ home shell <<PROVISION_PASSWD\n\
              $e\nPROVISION_PASSWD\n\
-             echo \"@{tag} home=$home\"; echo \"@{tag} shell=$shell\"; echo \"@{tag} group=$(id -gn {n})\"; \
+             echo \"@{tag} home=$home\"; echo \"@{tag} shell=$shell\"; g=; \
+             if [ -r /etc/group ]; then while IFS=: read -r gn _ gi _; do \
+             if [ \"$gi\" = \"$gid\" ]; then g=$gn; break; fi; done </etc/group; fi; \
+             [ -n \"$g\" ] || g=$(id -gn {n}); echo \"@{tag} group=$g\"; \
              else echo \"@{tag} kind=absent\"; fi\n"
         )
     }
