@@ -240,7 +240,9 @@ fn which_systemd_analyze() -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn new_commits_make_new_releases_and_a_broken_build_changes_nothing() {
     let zeo_port = free_port();
-    let Some((app, repo)) = app(settings(zeo_port)).await else {
+    let mut settings = settings(zeo_port);
+    settings.deploy.lock_timeout = 2;
+    let Some((app, repo)) = app(settings).await else {
         return;
     };
     // The controller pushes the tree (no repository access from the host).
@@ -255,6 +257,46 @@ async fn new_commits_make_new_releases_and_a_broken_build_changes_nothing() {
     let first = built(first);
     app.switch(&first).await;
     assert!(!app.deploy_to().join("shared/repo").exists());
+
+    // While another deploy holds the lock, the live revision is still seen unchanged at once
+    // (looked at without the lock); anything to build waits for the lock, then gives up.
+    let holder = common::ChildGuard {
+        // One process, which holds the lock until it is killed.
+        child: std::process::Command::new("sh")
+            .args(["-c", "exec 9<\"$0\" && flock 9 && exec sleep 600"])
+            .arg(app.deploy_to())
+            .spawn()
+            .unwrap(),
+        log: Default::default(),
+    };
+    while common::run(std::process::Command::new("sh").arg("-c").arg(format!(
+        "flock -n {} true && echo free || echo held",
+        app.deploy_to().display()
+    ))) != "held\n"
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tree = deploy::git_archive(repo.path(), "main", true)
+        .await
+        .unwrap();
+    let (again, _) = app.prepare_ok(&Source::Pushed(tree)).await;
+    assert!(
+        matches!(&again, Prepared::Unchanged { release, .. } if *release == first),
+        "{again:?}"
+    );
+    repo.write("README.txt", "waits for the lock\n");
+    repo.commit("waits");
+    let tree = deploy::git_archive(repo.path(), "HEAD", true)
+        .await
+        .unwrap();
+    let (result, _, _) = app.prepare(&Source::Pushed(tree)).await;
+    let error = result.unwrap_err().to_string();
+    assert!(
+        error.contains("another deploy of") && error.contains("held its lock for 2 s"),
+        "{error}"
+    );
+    drop(holder);
+    assert_eq!(app.release_names().len(), 1, "nothing built while locked");
 
     // The repository cannot make root write through a link: its REVISION points at a
     // root-owned file, which the deploy must leave alone.
