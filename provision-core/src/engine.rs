@@ -426,6 +426,7 @@ fn describe(resource: &Resource) -> serde_json::Value {
             "restart_on": s.restart_on,
             "reload_on": s.reload_on,
         }),
+        Resource::Instances(i) => json!({"template": i.template, "keep": i.keep}),
         Resource::Mount(m) => json!({
             "device": m.device, "mount_point": m.mount_point, "fstype": m.fstype, "options": m.options,
         }),

@@ -8,7 +8,7 @@ use crate::error::PloneError;
 use crate::settings::{AppKind, InstanceSettings};
 use provision_core::phase::Phase;
 use provision_core::resource::{
-    Directory, File, Group, Packages, Resource, Script, Service, Symlink, Unit, User,
+    Directory, File, Group, Instances, Packages, Resource, Script, Service, Symlink, Unit, User,
 };
 use provision_core::stack::CacheArchive;
 use provision_core::template::Templates;
@@ -291,45 +291,13 @@ fn cache_archive(settings: &InstanceSettings, archive: &CacheArchive) -> Script 
 /// Clients beyond this host's count (`instance_count` lowered, fewer CPUs) stopped and
 /// disabled: HAProxy no longer lists them, so they would only hold memory and ZEO
 /// connections.
-fn surplus_clients(settings: &InstanceSettings) -> Script {
-    let prefix = format!("plone-{}@", settings.app);
-    let expected: Vec<String> = settings
-        .clients
-        .iter()
-        .map(|c| format!("{}.service", settings.client_unit(&c.name)))
-        .collect();
-    let pattern = provision_core::shell::quote(&format!("{prefix}*"));
-    // Running or failed units, and units enabled at boot; a stopped, disabled one is gone.
-    // One process (systemctl): the shell lists the links and filters, since every process
-    // costs the host about a millisecond on every run.
-    let surplus = format!(
-        "{{ systemctl list-units --plain --no-legend --type=service \
-         --state=active,activating,deactivating,reloading,failed {pattern}; \
-         for f in /etc/systemd/system/multi-user.target.wants/{prefix_q}*; do \
-         if [ -L \"$f\" ] || [ -e \"$f\" ]; then echo \"${{f##*/}}\"; fi; done; }} \
-         | while read -r u _; do case $u in {expected}) ;; *) echo \"$u\" ;; esac; done",
-        prefix_q = provision_core::shell::quote(&prefix),
-        expected = if expected.is_empty() {
-            "''".to_string()
-        } else {
-            expected
-                .iter()
-                .map(|u| provision_core::shell::quote(u))
-                .collect::<Vec<_>>()
-                .join("|")
-        },
-    );
-    Script::new(
-        &format!("plone-{}-surplus-clients", settings.app),
-        &format!(
-            "stop and disable {prefix}* clients beyond {}",
-            settings.clients.len()
-        ),
-        &format!("test -z \"$({surplus})\""),
-        &format!(
-            "seen=; for unit in $({surplus}); do case \" $seen \" in *\" $unit \"*) continue ;; esac; \
-             seen=\"$seen $unit\"; systemctl disable --now \"$unit\"; \
-             systemctl reset-failed \"$unit\" 2>/dev/null || true; done"
-        ),
+fn surplus_clients(settings: &InstanceSettings) -> Instances {
+    Instances::of(
+        format!("plone-{}@", settings.app),
+        settings
+            .clients
+            .iter()
+            .map(|c| settings.client_unit(&c.name))
+            .collect(),
     )
 }

@@ -216,7 +216,7 @@ fn setup_resources_in_order() {
         [
             "service:plone-plone_instances@client1",
             "service:plone-plone_instances@client2",
-            "script:plone-plone_instances-surplus-clients",
+            "instances:plone-plone_instances@",
         ]
     );
     let logrotate = instances::render_logrotate(&s, &t).unwrap();

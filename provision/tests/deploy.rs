@@ -197,7 +197,8 @@ fn releases_roll_out_without_a_failed_request_and_bad_ones_change_nothing() {
     for line in [
         "app1: release unchanged",
         "app1: fixed service:plone-site@client2: enable (is disabled), start (is inactive)",
-        "app1: fixed script:plone-site-surplus-clients: stop and disable plone-site@* clients",
+        "app1: fixed instances:plone-site@: stop and disable plone-site@client9.service \
+         (wanted: plone-site@client1.service, plone-site@client2.service)",
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{}", show(&out));
     }

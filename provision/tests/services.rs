@@ -1,7 +1,8 @@
 //! The engine's check of systemd services on a real sandbox host (systemd-nspawn, real sshd
-//! and systemd): units with and without a unit file, instances of a template, in one list.
-//! Units that do not exist are left out of the one `systemctl is-enabled` call, so the
-//! others' states must still land on the right service.
+//! and systemd): units with and without a unit file, instances of a template, an alias, and
+//! which instances of a template may run, in one list. Units that do not exist are left out
+//! of the one `systemctl is-enabled` call, and `systemctl list-units` shows loaded units by
+//! their own names only, so every state must still land on the right service.
 //!
 //! Without root or systemd-nspawn this test skips with one line, except under
 //! PROVISION_SANDBOX=required (CI), where it fails.
@@ -11,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use provision_core::engine::{self, HostReport, Mode, Options, Outcome, Quiet};
-use provision_core::resource::{Resource, Service, Unit};
+use provision_core::resource::{Instances, Resource, Service, Unit};
 use provision_sandbox::fixture;
 
 const SLEEPER: &str = "[Unit]\nDescription=%N\n\n[Service]\nExecStart=/bin/sleep infinity\n\n\
@@ -33,13 +34,21 @@ fn resources() -> Vec<Resource> {
 }
 
 fn converge(runtime: &tokio::runtime::Runtime, host: &provision_core::host::Host) -> HostReport {
+    converge_these(runtime, host, &resources())
+}
+
+fn converge_these(
+    runtime: &tokio::runtime::Runtime,
+    host: &provision_core::host::Host,
+    resources: &[Resource],
+) -> HostReport {
     let options = Options {
         mode: Mode::Apply,
         command_timeout: Some(Duration::from_secs(120)),
         mask: &|s: &str| s.to_string(),
         progress: &Quiet,
     };
-    runtime.block_on(engine::converge(host, &resources(), &options))
+    runtime.block_on(engine::converge(host, resources, &options))
 }
 
 /// `(resource, summary)` of every change.
@@ -124,6 +133,60 @@ fn services_with_and_without_unit_files_are_each_checked_as_they_are() {
             "enable (is disabled)".to_string()
         )],
         "{third:#?}"
+    );
+
+    // Instances of demo-t@ beyond the one wanted: one started and one enabled by hand, both
+    // stopped and disabled; demo-alias (a link to demo-a, which list-units shows as demo-a)
+    // is running, nothing to do for it.
+    common::sh(
+        &hosts,
+        "svc1",
+        "systemctl start demo-t@extra && systemctl enable demo-t@boot \
+         && ln -s demo-a.service /etc/systemd/system/demo-alias.service && systemctl daemon-reload",
+    );
+    let mut more = resources();
+    more.push(Instances::of("demo-t@", vec!["demo-t@one".to_string()]).into());
+    more.push(Service::running("demo-alias").into());
+    let fourth = converge_these(&runtime, &host, &more);
+    assert_eq!(
+        changes(&fourth),
+        [(
+            "instances:demo-t@".to_string(),
+            "stop and disable demo-t@boot.service, demo-t@extra.service \
+             (wanted: demo-t@one.service)"
+                .to_string()
+        )],
+        "{fourth:#?}"
+    );
+    let state = common::sh(
+        &hosts,
+        "svc1",
+        "for u in demo-t@extra demo-t@boot demo-t@one; do \
+         echo $(systemctl is-enabled $u) $(systemctl is-active $u); done",
+    );
+    assert_eq!(
+        state.lines().collect::<Vec<_>>(),
+        ["disabled inactive", "disabled inactive", "enabled active"]
+    );
+    let fifth = converge_these(&runtime, &host, &more);
+    assert_eq!(fifth.outcome, Outcome::Unchanged, "{fifth:#?}");
+
+    // The alias stopped (through its unit): seen through the alias, and started.
+    common::sh(&hosts, "svc1", "systemctl stop demo-a");
+    let sixth = converge_these(&runtime, &host, &more);
+    assert_eq!(
+        changes(&sixth),
+        [
+            (
+                "service:demo-a".to_string(),
+                "start (is inactive)".to_string()
+            ),
+            (
+                "service:demo-alias".to_string(),
+                "start (is inactive)".to_string()
+            ),
+        ],
+        "{sixth:#?}"
     );
     runtime.block_on(host.close());
 }

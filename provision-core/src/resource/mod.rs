@@ -18,7 +18,7 @@ pub use file::File;
 pub use mount::Mount;
 pub use package::Packages;
 pub use script::Script;
-pub use service::{Service, ServiceState, Unit};
+pub use service::{Instances, Service, ServiceState, Unit};
 pub use symlink::Symlink;
 pub use timer::Timer;
 pub use user::{Group, User, is_valid_account_name};
@@ -34,6 +34,7 @@ pub enum Resource {
     Group(Group),
     Unit(Unit),
     Service(Service),
+    Instances(Instances),
     Mount(Mount),
     Script(Script),
 }
@@ -62,6 +63,7 @@ impl Resource {
             Resource::Group(r) => format!("group:{}", r.name),
             Resource::Unit(r) => format!("unit:{}", r.name),
             Resource::Service(r) => format!("service:{}", r.name),
+            Resource::Instances(r) => format!("instances:{}", r.prefix()),
             Resource::Mount(r) => format!("mount:{}", r.mount_point),
             Resource::Script(r) => format!("script:{}", r.name),
         }
@@ -83,7 +85,8 @@ impl Resource {
             Resource::File(_)
             | Resource::Unit(_)
             | Resource::Packages(_)
-            | Resource::Service(_) => String::new(),
+            | Resource::Service(_)
+            | Resource::Instances(_) => String::new(),
             Resource::Directory(r) if file::batchable(&r.path) => String::new(),
             Resource::Directory(r) => r.check_script(tag),
             Resource::Symlink(r) => r.check_script(tag),
@@ -110,6 +113,7 @@ impl Resource {
             Resource::Group(r) => r.drift(state),
             Resource::Unit(r) => r.file().drift(state),
             Resource::Service(r) => r.drift(state, triggered),
+            Resource::Instances(r) => r.drift(state),
             Resource::Mount(r) => r.drift(state),
             Resource::Script(r) => r.drift(state),
         }
@@ -139,7 +143,7 @@ macro_rules! impl_from {
     )*};
 }
 impl_from!(
-    File, Directory, Symlink, Packages, User, Group, Unit, Service, Mount, Script
+    File, Directory, Symlink, Packages, User, Group, Unit, Service, Instances, Mount, Script
 );
 
 /// The value of `key` in `key=value` state lines.
@@ -157,9 +161,10 @@ pub(crate) fn parse_mode(text: &str) -> Option<u32> {
 }
 
 /// The check of all resources of a host as one script. Files, units and directories share one
-/// `stat` (and files one `sha256sum`), packages one `dpkg-query` and services one `systemctl
-/// show`, so the number of processes stays constant however many there are; every other
-/// resource is one fragment. A no-op converge of a host costs tens of milliseconds there.
+/// `stat` (and files one `sha256sum`), packages one `dpkg-query`, services and template
+/// instances two `systemctl` calls, so the number of processes stays constant however many
+/// there are; every other resource is one fragment. A no-op converge of a host costs tens of
+/// milliseconds there.
 pub(crate) fn check_script(resources: &[Resource]) -> Result<String, String> {
     let files: Vec<File> = resources.iter().filter_map(Resource::as_file).collect();
     if let Some(bad) = files.iter().find(|f| !file::batchable(&f.path)) {
@@ -190,9 +195,17 @@ pub(crate) fn check_script(resources: &[Resource]) -> Result<String, String> {
             _ => None,
         })
         .collect();
+    let instances: Vec<(String, &Instances)> = resources
+        .iter()
+        .enumerate()
+        .filter_map(|(index, r)| match r {
+            Resource::Instances(i) => Some((index.to_string(), i)),
+            _ => None,
+        })
+        .collect();
     let mut script = file::batch_check_script(&files.iter().collect::<Vec<_>>(), &directories);
     script.push_str(&package::batch_check_script(&packages));
-    script.push_str(&service::batch_check_script(&services));
+    script.push_str(&service::batch_check_script(&services, &instances));
     for (index, resource) in resources.iter().enumerate() {
         script.push_str(&resource.check_fragment(&index.to_string()));
     }

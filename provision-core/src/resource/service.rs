@@ -94,33 +94,49 @@ fn unit_files(name: &str) -> Vec<String> {
     files
 }
 
-/// The check of every service of a host in two processes (instead of two per service): one
-/// `systemctl is-enabled` and one `systemctl is-active` for all units, giving `@TAG enabled=`
-/// and `@TAG active=` lines in the order given. `is-enabled` reads the links on disk, so a
-/// unit enabled or disabled without a daemon reload (as the fixes here do) shows as it is;
-/// `systemctl show`'s `UnitFileState` would not. `is-enabled` stops at a unit that does not
-/// exist, so units without a unit file (a layer's service kept stopped where it was never
-/// installed) are left out of it by the shell, and if one still fails, each unit is asked
-/// on its own.
-pub(crate) fn batch_check_script(services: &[(String, &Service)]) -> String {
-    if services.is_empty() {
+/// The check of every service of a host, and of which instances of a template run
+/// ([`Instances`]), in two processes (instead of two per service): one `systemctl is-enabled`
+/// for the units that have a unit file and one `systemctl list-units` for all, giving `@TAG
+/// enabled=` and `@TAG active=` lines per service and `@TAG surplus=` per unwanted instance.
+///
+/// `is-enabled` reads the links on disk, so a unit enabled or disabled without a daemon reload
+/// (as the fixes here do) shows as it is; `systemctl show`'s `UnitFileState` would not. It
+/// stops at a unit that does not exist, so units without a unit file (a layer's service kept
+/// stopped where it was never installed) are left out of it by the shell, and if one still
+/// fails, each unit is asked on its own.
+///
+/// `list-units` shows the loaded units by their own name: a unit it leaves out is not loaded,
+/// so inactive, unless the name is an alias (a link), which `is-active` is then asked about.
+pub(crate) fn batch_check_script(
+    services: &[(String, &Service)],
+    instances: &[(String, &Instances)],
+) -> String {
+    if services.is_empty() && instances.is_empty() {
         return String::new();
     }
-    let names: Vec<String> = services.iter().map(|(_, s)| quote(&s.name)).collect();
+    let full_names: Vec<String> = services
+        .iter()
+        .map(|(_, s)| quote(&unit_files(&s.name)[0]))
+        .collect();
     let tags: Vec<&str> = services.iter().map(|(tag, _)| tag.as_str()).collect();
+    // `k`: how the unit's file was found: y (a file), l (a link: maybe an alias) or n (none).
     let mut script = format!(
-        "u_exists() {{ for d in {UNIT_DIRS}; do for f in \"$@\"; do \
-         if [ -e \"$d/$f\" ] || [ -L \"$d/$f\" ]; then return 0; fi; done; done; return 1; }}\n\
+        "u_kind() {{ k=n; for d in {UNIT_DIRS}; do for f in \"$@\"; do \
+         if [ -L \"$d/$f\" ]; then k=l; return; elif [ -e \"$d/$f\" ]; then k=y; return; fi; \
+         done; done; }}\n\
          set --; m=\n"
     );
-    // `m` has a y (asked) or n (no unit file) per service, in order.
-    for ((_, service), name) in services.iter().zip(&names) {
+    for ((_, service), name) in services.iter().zip(&full_names) {
         let files: Vec<String> = unit_files(&service.name).iter().map(|f| quote(f)).collect();
         script.push_str(&format!(
-            "if u_exists {}; then set -- \"$@\" {name}; m=\"${{m}}y\"; else m=\"${{m}}n\"; fi\n",
+            "u_kind {}; m=\"$m$k\"; [ $k = n ] || set -- \"$@\" {name}\n",
             files.join(" ")
         ));
     }
+    let patterns: Vec<String> = instances
+        .iter()
+        .map(|(_, i)| quote(&format!("{}*.service", i.prefix())))
+        .collect();
     // Counted and paired by the shell itself: `systemctl` is the only process.
     script.push_str(&format!(
         "e=\nif [ $# -gt 0 ]; then\n\
@@ -129,18 +145,132 @@ pub(crate) fn batch_check_script(services: &[(String, &Service)]) -> String {
          if [ \"$n\" != $# ]; then e=$(for u in \"$@\"; do \
          echo \"E:$(systemctl is-enabled -- \"$u\" 2>/dev/null)\"; done); fi\n\
          fi\n\
-         a=$(systemctl is-active -- {names} 2>/dev/null)\n\
-         set -- {tags}\n\
-         while [ $# -gt 0 ]; do l=; case $m in y*) IFS= read -r l || l=;; esac; m=${{m#?}}; \
-         echo \"@$1 enabled=${{l#E:}}\"; shift; \
-         done <<PROVISION_ENABLED\n$e\nPROVISION_ENABLED\n\
-         set -- {tags}\n\
-         while IFS= read -r l; do [ $# -gt 0 ] || break; echo \"@$1 active=$l\"; shift; \
-         done <<PROVISION_ACTIVE\n$a\nPROVISION_ACTIVE\n",
-        names = names.join(" "),
-        tags = tags.join(" "),
+         nl='\n'\n\
+         a=\"$nl$(systemctl list-units --all --plain --no-legend --full -- {names} {patterns} 2>/dev/null)\"\n\
+         active_of() {{ s=; case $a in *\"$nl$1 \"*) s=${{a#*\"$nl$1 \"}}; s=${{s%%\"$nl\"*}}; \
+         read -r _ s _ <<PROVISION_UNIT\n$s\nPROVISION_UNIT\n\
+         ;; esac; }}\n",
+        names = full_names.join(" "),
+        patterns = patterns.join(" "),
     ));
+    if !services.is_empty() {
+        script.push_str(&format!(
+            "f=$m; set -- {tags}\n\
+             while [ $# -gt 0 ]; do l=; case $f in n*) ;; *) IFS= read -r l || l=;; esac; f=${{f#?}}; \
+             echo \"@$1 enabled=${{l#E:}}\"; shift; \
+             done <<PROVISION_ENABLED\n$e\nPROVISION_ENABLED\n\
+             set --; t=\n",
+            tags = tags.join(" "),
+        ));
+        for (tag, name) in tags.iter().zip(&full_names) {
+            script.push_str(&format!(
+                "active_of {name}; k=${{m%\"${{m#?}}\"}}; m=${{m#?}}\n\
+                 if [ -n \"$s\" ]; then echo \"@{tag} active=$s\"; \
+                 elif [ $k = l ]; then set -- \"$@\" {name}; t=\"$t {tag}\"; \
+                 else echo \"@{tag} active=inactive\"; fi\n"
+            ));
+        }
+        script.push_str(
+            "if [ $# -gt 0 ]; then x=$(systemctl is-active -- \"$@\" 2>/dev/null); set -- $t\n\
+             while IFS= read -r l; do [ $# -gt 0 ] || break; echo \"@$1 active=$l\"; shift; \
+             done <<PROVISION_ACTIVE\n$x\nPROVISION_ACTIVE\n\
+             fi\n",
+        );
+    }
+    for (tag, instances) in instances {
+        script.push_str(&instances.check_fragment(tag));
+    }
     script
+}
+
+/// Only these instances of a template unit may run or start at boot; any other instance of it
+/// is stopped and disabled (clients beyond a lowered count, say). Checked in the services'
+/// batch: the running ones from its `systemctl list-units`, the enabled ones from the links in
+/// `/etc/systemd/system/*.wants/`.
+#[derive(Debug, Clone)]
+pub struct Instances {
+    /// The template, e.g. `plone-site@` (or `plone-site@.service`).
+    pub template: String,
+    /// The instances wanted, e.g. `plone-site@client1` (with or without `.service`).
+    pub keep: Vec<String>,
+}
+
+impl Instances {
+    pub fn of(template: impl Into<String>, keep: Vec<String>) -> Instances {
+        Instances {
+            template: template.into(),
+            keep,
+        }
+    }
+
+    /// The template's name up to and with its `@`.
+    pub fn prefix(&self) -> &str {
+        match self.template.find('@') {
+            Some(at) => &self.template[..=at],
+            None => &self.template,
+        }
+    }
+
+    fn kept_units(&self) -> Vec<String> {
+        self.keep.iter().map(|k| unit_files(k)[0].clone()).collect()
+    }
+
+    /// Runs after [`batch_check_script`]'s `list-units` (in `$a`).
+    fn check_fragment(&self, tag: &str) -> String {
+        let pattern = format!("{}*.service", quote(self.prefix()));
+        let keep = self.kept_units();
+        let keep = if keep.is_empty() {
+            "''".to_string()
+        } else {
+            keep.iter().map(|u| quote(u)).collect::<Vec<_>>().join("|")
+        };
+        format!(
+            "echo \"@{tag} checked=1\"\n\
+             while read -r u _ s _; do case $u in {pattern}) case $s in inactive) ;; *) \
+             case $u in {keep}) ;; *) echo \"@{tag} surplus=$u\" ;; esac ;; esac ;; esac; \
+             done <<PROVISION_UNITS\n$a\nPROVISION_UNITS\n\
+             for f in /etc/systemd/system/*.wants/{pattern}; do \
+             if [ -L \"$f\" ] || [ -e \"$f\" ]; then u=${{f##*/}}; \
+             case $u in {keep}) ;; *) echo \"@{tag} surplus=$u\" ;; esac; fi; done\n"
+        )
+    }
+
+    pub(crate) fn drift(&self, state: &[&str]) -> Result<Option<Drift>, String> {
+        if state_value(state, "checked").is_none() {
+            return Err("no state reported".to_string());
+        }
+        let mut surplus: Vec<&str> = state
+            .iter()
+            .filter_map(|line| line.strip_prefix("surplus="))
+            .collect();
+        surplus.sort_unstable();
+        surplus.dedup();
+        if surplus.is_empty() {
+            return Ok(None);
+        }
+        let fix = surplus
+            .iter()
+            .map(|u| {
+                let u = quote(u);
+                format!(
+                    "systemctl disable --now {u}\nsystemctl reset-failed {u} 2>/dev/null || true\n"
+                )
+            })
+            .collect();
+        Ok(Some(Drift {
+            summary: vec![format!(
+                "stop and disable {} (wanted: {})",
+                surplus.join(", "),
+                if self.keep.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.kept_units().join(", ")
+                }
+            )],
+            diff: None,
+            fix,
+        }))
+    }
 }
 
 #[derive(Debug, Clone)]
