@@ -396,6 +396,43 @@ fn tasks(
                     lit(&script)
                 );
             }
+            "instances" => {
+                // What a playbook author would write: the template's running or enabled
+                // instances, all but the wanted ones stopped and disabled.
+                let prefix = str_of(r, "template")
+                    .split_once('@')
+                    .map_or(str_of(r, "template"), |(name, _)| name);
+                let keep: Vec<String> = r["keep"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| {
+                        let k = k.as_str().unwrap_or_default();
+                        let unit = if k.ends_with(".service") {
+                            k.to_string()
+                        } else {
+                            format!("{k}.service")
+                        };
+                        format!("'{unit}'")
+                    })
+                    .collect();
+                let script = format!(
+                    "for u in $({{ systemctl list-units --all --plain --no-legend --full '{prefix}@*.service' \
+                     | awk '$3 != \"inactive\" {{print $1}}'; \
+                     ls /etc/systemd/system/*.wants/ 2>/dev/null | grep '^{prefix}@.*\\.service$'; }} | sort -u); do \
+                     case $u in {keep}) ;; *) systemctl disable --now \"$u\"; echo PROVISION_CHANGED ;; esac; done\n",
+                    keep = if keep.is_empty() {
+                        "''".to_string()
+                    } else {
+                        keep.join("|")
+                    }
+                );
+                let _ = write!(
+                    out,
+                    "  ansible.builtin.shell: {}\n  changed_when: \"'PROVISION_CHANGED' in {register}.stdout\"\n",
+                    lit(&script)
+                );
+            }
             other => bail!(
                 "{id}: no Ansible task for a {other} resource here (mounts need the ansible.posix \
                  collection, which ansible-core does not have)"
@@ -455,5 +492,21 @@ mod tests {
         assert!(yaml.contains("notify: [\"reload x\"]"), "{yaml}");
         assert!(yaml.contains("state: reloaded"), "{yaml}");
         assert!(yaml.contains("content: !unsafe \"x\\n\""), "{yaml}");
+    }
+
+    #[test]
+    fn instances_beyond_the_wanted_ones_are_disabled_by_a_shell_task() {
+        let resources: Vec<Value> = serde_json::from_str(
+            r#"[{"kind": "instances", "id": "instances:p@", "template": "p@",
+                 "keep": ["p@c1", "p@c2.service"]}]"#,
+        )
+        .unwrap();
+        let (yaml, _) = play("t", &[("h1".into(), resources)], &|_| true).unwrap();
+        assert!(yaml.contains("'p@*.service'"), "{yaml}");
+        assert!(
+            yaml.contains("case $u in 'p@c1.service'|'p@c2.service') ;;"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("systemctl disable --now"), "{yaml}");
     }
 }
