@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use provision_core::engine::{self, HostReport, Mode, Options, Outcome, Quiet};
+use provision_core::engine::{HostReport, Outcome};
 use provision_core::resource::{Instances, Resource, Service, Unit};
 use provision_sandbox::fixture;
 
@@ -34,21 +32,7 @@ fn resources() -> Vec<Resource> {
 }
 
 fn converge(runtime: &tokio::runtime::Runtime, host: &provision_core::host::Host) -> HostReport {
-    converge_these(runtime, host, &resources())
-}
-
-fn converge_these(
-    runtime: &tokio::runtime::Runtime,
-    host: &provision_core::host::Host,
-    resources: &[Resource],
-) -> HostReport {
-    let options = Options {
-        mode: Mode::Apply,
-        command_timeout: Some(Duration::from_secs(120)),
-        mask: &|s: &str| s.to_string(),
-        progress: &Quiet,
-    };
-    runtime.block_on(engine::converge(host, resources, &options))
+    runtime.block_on(common::engine_apply(host, &resources()))
 }
 
 /// `(resource, summary)` of every change.
@@ -75,14 +59,7 @@ fn services_with_and_without_unit_files_are_each_checked_as_they_are() {
         ),
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let targets = vec![(
-        "svc1".to_string(),
-        common::engine_connection(&hosts, "svc1"),
-    )];
-    let (host, _facts) = runtime
-        .block_on(engine::connect_all(&targets, 1, &Quiet))
-        .remove(0)
-        .expect("connects");
+    let (host, _facts) = runtime.block_on(common::engine_host(&hosts, "svc1"));
 
     // demo-a and demo-t@ have no unit file when the first check runs (the engine writes them
     // after it): their state is unknown, and they are enabled and started.
@@ -147,7 +124,7 @@ fn services_with_and_without_unit_files_are_each_checked_as_they_are() {
     let mut more = resources();
     more.push(Instances::of("demo-t@", vec!["demo-t@one".to_string()]).into());
     more.push(Service::running("demo-alias").into());
-    let fourth = converge_these(&runtime, &host, &more);
+    let fourth = runtime.block_on(common::engine_apply(&host, &more));
     assert_eq!(
         changes(&fourth),
         [(
@@ -168,12 +145,12 @@ fn services_with_and_without_unit_files_are_each_checked_as_they_are() {
         state.lines().collect::<Vec<_>>(),
         ["disabled inactive", "disabled inactive", "enabled active"]
     );
-    let fifth = converge_these(&runtime, &host, &more);
+    let fifth = runtime.block_on(common::engine_apply(&host, &more));
     assert_eq!(fifth.outcome, Outcome::Unchanged, "{fifth:#?}");
 
     // The alias stopped (through its unit): seen through the alias, and started.
     common::sh(&hosts, "svc1", "systemctl stop demo-a");
-    let sixth = converge_these(&runtime, &host, &more);
+    let sixth = runtime.block_on(common::engine_apply(&host, &more));
     assert_eq!(
         changes(&sixth),
         [

@@ -16,8 +16,6 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use provision_core::engine::{self, HostReport, Mode, Options, Outcome, Quiet};
-use provision_core::facts::Facts;
-use provision_core::host::Host;
 use provision_core::phase::Phase;
 use provision_core::resource::Resource;
 use provision_core::template::Templates;
@@ -48,15 +46,6 @@ fn options() -> Options<'static> {
     }
 }
 
-/// Connect to a sandbox host as `provision --sandbox` does: its key, strict host-key checking.
-async fn connect(hosts: &fixture::Hosts, name: &str) -> (Host, Facts) {
-    let targets = vec![(name.to_string(), common::engine_connection(hosts, name))];
-    engine::connect_all(&targets, 1, &Quiet)
-        .await
-        .remove(0)
-        .unwrap_or_else(|e| panic!("connecting to {name}: {e}"))
-}
-
 fn resources(settings: &SolrSettings) -> Vec<Resource> {
     let templates = Templates::new(provision_solr::TEMPLATES).unwrap();
     let mut all = Vec::new();
@@ -67,7 +56,7 @@ fn resources(settings: &SolrSettings) -> Vec<Resource> {
 }
 
 async fn converge(hosts: &fixture::Hosts, settings: &SolrSettings) -> HostReport {
-    let (host, _) = connect(hosts, "solr1").await;
+    let (host, _) = common::engine_host(hosts, "solr1").await;
     let start = host.round_trips();
     let report = engine::converge(&host, &resources(settings), &options()).await;
     assert!(!report.is_failed(), "{report:#?}");
@@ -131,7 +120,7 @@ fn solr_is_installed_from_its_archive_and_serves_collective_solr_to_the_stack_on
     let solr1 = hosts.host("solr1").address();
     let app1 = hosts.host("app1").address();
 
-    let (_, facts) = runtime.block_on(connect(&hosts, "solr1"));
+    let (_, facts) = runtime.block_on(common::engine_host(&hosts, "solr1"));
     let mut settings = SolrSettings::for_host(solr1.into(), &facts);
     settings.allowed_clients = vec![app1.to_string()];
     settings.archive = SolrArchive {

@@ -7,21 +7,13 @@
 
 mod common;
 
-use std::time::Duration;
-
-use provision_core::engine::{self, HostReport, Mode, Options, Outcome, Quiet};
+use provision_core::engine::{HostReport, Outcome};
 use provision_core::resource::{Resource, User};
 use provision_sandbox::fixture;
 
 fn converge(runtime: &tokio::runtime::Runtime, host: &provision_core::host::Host) -> HostReport {
-    let options = Options {
-        mode: Mode::Apply,
-        command_timeout: Some(Duration::from_secs(120)),
-        mask: &|s: &str| s.to_string(),
-        progress: &Quiet,
-    };
     let user: Resource = User::system("demo").group("staff").into();
-    runtime.block_on(engine::converge(host, &[user], &options))
+    runtime.block_on(common::engine_apply(host, &[user]))
 }
 
 fn summaries(report: &HostReport) -> Vec<String> {
@@ -38,14 +30,7 @@ fn a_users_primary_group_is_read_as_the_host_has_it() {
         return;
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let targets = vec![(
-        "usr1".to_string(),
-        common::engine_connection(&hosts, "usr1"),
-    )];
-    let (host, _facts) = runtime
-        .block_on(engine::connect_all(&targets, 1, &Quiet))
-        .remove(0)
-        .expect("connects");
+    let (host, _facts) = runtime.block_on(common::engine_host(&hosts, "usr1"));
 
     let first = converge(&runtime, &host);
     assert_eq!(first.outcome, Outcome::Changed, "{first:#?}");

@@ -707,3 +707,29 @@ pub fn engine_connection(hosts: &Hosts, name: &str) -> provision_core::engine::C
         inventory.known_hosts.clone(),
     ))
 }
+
+/// Connects the engine to a sandbox host as `provision --sandbox` does; panics if it cannot.
+pub async fn engine_host(
+    hosts: &Hosts,
+    name: &str,
+) -> (provision_core::host::Host, provision_core::facts::Facts) {
+    let targets = vec![(name.to_string(), engine_connection(hosts, name))];
+    provision_core::engine::connect_all(&targets, 1, &provision_core::engine::Quiet)
+        .await
+        .remove(0)
+        .unwrap_or_else(|e| panic!("connecting to {name}: {e}"))
+}
+
+/// Converges `resources` on `host` as `provision up` does (2 minutes at most per command).
+pub async fn engine_apply(
+    host: &provision_core::host::Host,
+    resources: &[provision_core::resource::Resource],
+) -> provision_core::engine::HostReport {
+    let options = provision_core::engine::Options {
+        mode: provision_core::engine::Mode::Apply,
+        command_timeout: Some(Duration::from_secs(120)),
+        mask: &|s: &str| s.to_string(),
+        progress: &provision_core::engine::Quiet,
+    };
+    provision_core::engine::converge(host, resources, &options).await
+}
