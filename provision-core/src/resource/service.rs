@@ -114,10 +114,12 @@ pub(crate) fn batch_check_script(
     if services.is_empty() && instances.is_empty() {
         return String::new();
     }
-    let full_names: Vec<String> = services
+    // Per service its unit's file names, its own first (the name systemctl lists it by).
+    let files: Vec<Vec<String>> = services
         .iter()
-        .map(|(_, s)| quote(&unit_files(&s.name)[0]))
+        .map(|(_, s)| unit_files(&s.name).iter().map(|f| quote(f)).collect())
         .collect();
+    let full_names: Vec<&String> = files.iter().map(|f| &f[0]).collect();
     let tags: Vec<&str> = services.iter().map(|(tag, _)| tag.as_str()).collect();
     // `k`: how the unit's file was found: y (a file), l (a link: maybe an alias) or n (none).
     let mut script = format!(
@@ -126,11 +128,11 @@ pub(crate) fn batch_check_script(
          done; done; }}\n\
          set --; m=\n"
     );
-    for ((_, service), name) in services.iter().zip(&full_names) {
-        let files: Vec<String> = unit_files(&service.name).iter().map(|f| quote(f)).collect();
+    for files in &files {
         script.push_str(&format!(
-            "u_kind {}; m=\"$m$k\"; [ $k = n ] || set -- \"$@\" {name}\n",
-            files.join(" ")
+            "u_kind {}; m=\"$m$k\"; [ $k = n ] || set -- \"$@\" {}\n",
+            files.join(" "),
+            files[0]
         ));
     }
     let patterns: Vec<String> = instances
@@ -150,7 +152,7 @@ pub(crate) fn batch_check_script(
          active_of() {{ s=; case $a in *\"$nl$1 \"*) s=${{a#*\"$nl$1 \"}}; s=${{s%%\"$nl\"*}}; \
          read -r _ s _ <<PROVISION_UNIT\n$s\nPROVISION_UNIT\n\
          ;; esac; }}\n",
-        names = full_names.join(" "),
+        names = full_names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(" "),
         patterns = patterns.join(" "),
     ));
     if !services.is_empty() {
