@@ -145,7 +145,8 @@ async fn a_replicated_volume_is_shared_by_both_peers_converges_once_and_outlives
     run(
         &hosts,
         "host3",
-        "grep -q 'Authentication failed' /var/log/glusterfs/mnt-other.log",
+        "for i in $(seq 50); do grep -q 'Authentication failed' /var/log/glusterfs/mnt-other.log \
+         && exit 0; sleep 0.2; done; exit 1",
     );
     assert_eq!(
         run(

@@ -301,8 +301,17 @@ fn relstorage_on_postgresql_round_trip_and_pack() {
         &postgres::hba(&elsewhere, &templates).unwrap(),
     );
     run(&mut cluster.pg_ctl(&["reload"]));
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let refused = login(port, "zodb", "plone").unwrap_err();
+    // The postmaster reads pg_hba.conf when it handles the SIGHUP, after pg_ctl returned.
+    let reloaded = std::time::Instant::now();
+    let refused = loop {
+        match login(port, "zodb", "plone") {
+            Err(refused) => break refused,
+            Ok(_) if reloaded.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(200))
+            }
+            Ok(_) => panic!("plone still logs in 10 s after pg_hba.conf left its address out"),
+        }
+    };
     assert!(refused.contains("no pg_hba.conf entry"), "{refused}");
     install_as_postgres(
         &data.join("pg_hba.conf"),

@@ -650,13 +650,14 @@ fn run(case: &Case, target: &Target) -> Option<String> {
 }
 
 /// What a change on the host would show: a listing of where provision writes (with sizes,
-/// modes, owners and times), and the count of SSH logins.
+/// modes, owners and times), and the count of SSH logins (this one's included: journald is
+/// synced first, so its login line is always written by then).
 fn host_state(hosts: &fixture::Hosts) -> (String, usize) {
     let out = hosts.ssh(
         &hosts[0],
         "find /etc /srv /opt /root /home /usr/local /var/lib -xdev \
          -printf '%p %s %m %U:%G %T@ %l\\n' | sort; \
-         journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey'",
+         journalctl --sync; journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey'",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut listing = text(&out.stdout);

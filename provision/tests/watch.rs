@@ -91,12 +91,12 @@ fn watch_takes_a_stopped_host_out_of_the_frontend_and_puts_it_back() {
         seen.failures,
         watch.show()
     );
+    wait_for("the back line", Duration::from_secs(10), || {
+        watch
+            .stdout()
+            .contains("host app2: back — put back into the frontend on lb1\n")
+    });
     let stdout = watch.stdout();
-    assert!(
-        stdout.contains("host app2: back — put back into the frontend on lb1\n"),
-        "{}",
-        watch.show()
-    );
     // Only app2 went away (and may have answered before its clients did); every line
     // starts with its UTC time.
     assert!(
