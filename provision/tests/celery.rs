@@ -566,6 +566,31 @@ fn celery_workers_run_tasks_through_a_private_redis_and_beat_runs_once() {
         ),
     );
     assert!(again.trim().ends_with(" r2"), "{again}");
+    // A worker that quit on the lost connection is started again by systemd (Restart=always).
+    for name in ["app1", "app2"] {
+        wait_for(
+            &format!("{name}'s worker running after the broker's restart"),
+            Duration::from_secs(60),
+            || {
+                run(
+                    &hosts,
+                    name,
+                    "systemctl is-active celery-demo-worker.service || true",
+                )
+                .trim()
+                    == "active"
+            },
+        );
+        eprintln!(
+            "{name}'s worker after the broker's restart: {}",
+            run(
+                &hosts,
+                name,
+                "systemctl show -p NRestarts --value celery-demo-worker.service"
+            )
+            .trim()
+        );
+    }
 
     // Beat moves (the first instance host changed): stopped on app1, started on app2, and
     // the workers keep running (nothing they read changed).
