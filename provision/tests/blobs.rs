@@ -9,7 +9,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use provision_sandbox::fixture::{self, Hosts};
@@ -342,21 +342,19 @@ fn zope_app_with_blob_files(dir: &std::path::Path) -> std::path::PathBuf {
 /// ZEO client reaches this one as an invalidation a moment after its commit (ZEO clients do
 /// not ask the server on each transaction), so the first read may still see the old object.
 fn serves_soon(host: &str, address: &str, path: &str, expected: &[u8]) {
-    let start = Instant::now();
-    loop {
-        let (status, served) = zope_http(address, "GET", path, b"");
-        if status == 200 && served == expected {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{host} served {} bytes with status {status}, not the {} written: {}",
-            served.len(),
-            expected.len(),
-            String::from_utf8_lossy(&served[..served.len().min(300)])
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut last = (0, Vec::new());
+    let served = eventually(Duration::from_secs(10), || {
+        last = zope_http(address, "GET", path, b"");
+        last.0 == 200 && last.1 == expected
+    });
+    let (status, body) = last;
+    assert!(
+        served,
+        "{host} served {} bytes with status {status}, not the {} written: {}",
+        body.len(),
+        expected.len(),
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::wait_for;
 use provision_celery::broker::{self, BrokerSettings};
 use provision_celery::client_environment;
 use provision_celery::worker::{self, WorkerSettings};
@@ -44,14 +45,6 @@ fn run(hosts: &fixture::Hosts, host: &str, script: &str) -> String {
         text(&out.stderr)
     );
     text(&out.stdout)
-}
-
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn templates() -> Templates {

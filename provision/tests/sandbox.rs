@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::provision;
+use common::{provision, wait_for};
 use provision_sandbox::fixture;
 
 fn text(bytes: &[u8]) -> String {
@@ -95,14 +95,6 @@ fn http(address: &str, method: &str, path: &str, host: Option<&str>, auth: Optio
 fn http_get(address: &str, path: &str, auth: Option<&str>) -> (u16, String) {
     let answer = http(address, "GET", path, None, auth);
     (answer.status, answer.body)
-}
-
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 #[test]

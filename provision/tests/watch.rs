@@ -12,8 +12,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Background, LoadLoop, haproxy_servers, http_get_status, ok, provision, sh, wait_for,
-    write_stack, zope_cluster_stack, zope_example_repository,
+    Background, LoadLoop, eventually, haproxy_servers, http_get_status, ok, provision, sh,
+    wait_for, write_stack, zope_cluster_stack, zope_example_repository,
 };
 use provision_sandbox::fixture;
 
@@ -91,11 +91,16 @@ fn watch_takes_a_stopped_host_out_of_the_frontend_and_puts_it_back() {
         seen.failures,
         watch.show()
     );
-    wait_for("the back line", Duration::from_secs(10), || {
-        watch
-            .stdout()
-            .contains("host app2: back — put back into the frontend on lb1\n")
-    });
+    // Printed once the reconverge returned, which may be after HAProxy shows UP.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            watch
+                .stdout()
+                .contains("host app2: back — put back into the frontend on lb1\n")
+        }),
+        "{}",
+        watch.show()
+    );
     let stdout = watch.stdout();
     // Only app2 went away (and may have answered before its clients did); every line
     // starts with its UTC time.

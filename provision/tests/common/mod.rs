@@ -143,12 +143,21 @@ pub fn write_stack(dir: &Path, hosts: &fixture::Hosts, body: &str) {
 }
 
 /// Polls `check` every 500 ms; panics when it is not true within `limit`.
-pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, limit: Duration, check: impl FnMut() -> bool) {
+    assert!(eventually(limit, check), "{what}: not within {limit:?}");
+}
+
+/// Polls `check` every 500 ms until it is true (true) or `limit` has passed (false), for a
+/// caller whose failure message needs more than [`wait_for`]'s.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        if start.elapsed() >= limit {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
+    true
 }
 
 /// moto's virtualenv on the controller (made by scripts/install-deps).
