@@ -39,6 +39,31 @@ pub fn environment_file_line(name: &str, value: &str) -> Result<String, String> 
     Ok(format!("{name}=\"{quoted}\""))
 }
 
+/// The shell steps of an atomic write whose content arrives on stdin (`cat`): a temporary file
+/// beside the target, optional validation of it (`validate` with `{}` for its path), owner,
+/// mode, fsync, rename. One `&&` chain, so the first failing step fails the whole and the
+/// temporary file is removed. Also used by the batched apply script.
+pub(crate) fn atomic_write_steps(
+    path: &str,
+    owner: &str,
+    group: &str,
+    mode: u32,
+    validate: Option<&str>,
+) -> String {
+    let path_q = quote(path);
+    let validate = validate
+        .map(|command| format!("{} && ", command.replace("{}", "\"$tmp\"")))
+        .unwrap_or_default();
+    format!(
+        "d=$(dirname {path_q}); tmp=$(mktemp \"$d/.provision.XXXXXX\") && \
+         trap 'rm -f \"$tmp\"' EXIT && \
+         cat > \"$tmp\" && {validate}chown {owner}:{group} \"$tmp\" && chmod {mode:o} \"$tmp\" && \
+         sync \"$tmp\" && mv -f \"$tmp\" {path_q} && trap - EXIT && sync \"$d\"",
+        owner = quote(owner),
+        group = quote(group),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::{environment_file_line, quote};

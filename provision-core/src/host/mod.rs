@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use ssh::SshTarget;
 
-use crate::shell::quote;
+use crate::shell::{atomic_write_steps, quote};
 
 /// Scripts longer than this go to `sh -s` on stdin: a single argument is limited to 128 KiB on
 /// Linux, and large batched scripts (files embedded) would not fit on the command line.
@@ -282,31 +282,6 @@ pub struct Upload<'a> {
     pub mode: u32,
 }
 
-/// The shell steps of an atomic write whose content arrives on stdin (`cat`): a temporary file
-/// beside the target, optional validation of it (`validate` with `{}` for its path), owner,
-/// mode, fsync, rename. One `&&` chain, so the first failing step fails the whole and the
-/// temporary file is removed. Also used by the batched apply script.
-pub(crate) fn atomic_write_steps(
-    path: &str,
-    owner: &str,
-    group: &str,
-    mode: u32,
-    validate: Option<&str>,
-) -> String {
-    let path_q = quote(path);
-    let validate = validate
-        .map(|command| format!("{} && ", command.replace("{}", "\"$tmp\"")))
-        .unwrap_or_default();
-    format!(
-        "d=$(dirname {path_q}); tmp=$(mktemp \"$d/.provision.XXXXXX\") && \
-         trap 'rm -f \"$tmp\"' EXIT && \
-         cat > \"$tmp\" && {validate}chown {owner}:{group} \"$tmp\" && chmod {mode:o} \"$tmp\" && \
-         sync \"$tmp\" && mv -f \"$tmp\" {path_q} && trap - EXIT && sync \"$d\"",
-        owner = quote(owner),
-        group = quote(group),
-    )
-}
-
 fn upload_script(upload: &Upload<'_>) -> String {
     // stdin ends early when the connection is lost: a short file is never renamed into place.
     let length = format!("test \"$(wc -c < {{}})\" -eq {}", upload.content.len());
@@ -336,7 +311,8 @@ mod tests {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
 
-    use super::{atomic_write_steps, whole_or_nothing};
+    use super::whole_or_nothing;
+    use crate::shell::atomic_write_steps;
 
     /// Feeds `input` to `sh -s` in `dir`; whether it exited 0.
     fn sh_s(dir: &std::path::Path, input: &[u8]) -> bool {
