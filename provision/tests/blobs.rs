@@ -72,6 +72,9 @@ while not os.path.exists("/srv/blobtest/stop"):
         reads += 1
         if reads % 200 == 0:
             save()
+        # At most ~250 reads a second: a whole pass still takes seconds, and the loop leaves
+        # the CPU to the migration (a tight loop took a core of two for the whole test).
+        time.sleep(0.004)
 save()
 "#;
 

@@ -70,11 +70,11 @@ fn commit(repo: &Path, file: &str, content: &str, message: &str) {
 }
 
 fn write_stack(dir: &Path, hosts: &fixture::Hosts, extra: &str) {
-    std::fs::write(
-        dir.join("stack.toml"),
-        format!(
-            "[stack]\nname = \"{}\"\n\
-             [hosts.lb1]\naddress = \"192.0.2.10\"\nlayers = [\"lb\"]\n\
+    common::write_stack(
+        dir,
+        hosts,
+        &format!(
+            "[hosts.lb1]\naddress = \"192.0.2.10\"\nlayers = [\"lb\"]\n\
              [hosts.app1]\naddress = \"192.0.2.11\"\nlayers = [\"plone_instances\"]\n\
              [hosts.app2]\naddress = \"192.0.2.12\"\nlayers = [\"plone_instances\"]\n\
              [hosts.db1]\naddress = \"192.0.2.20\"\nlayers = [\"zeoserver\"]\n\
@@ -82,11 +82,9 @@ fn write_stack(dir: &Path, hosts: &fixture::Hosts, extra: &str) {
              [attributes.plone_instances]\ninstance_count = 2\nshared_blobs = false\n\
              # A Zope app without Plone: the site is the Zope root.\nsite_id = \"\"\n\
              [attributes.haproxy]\nhealth_check_url = \"/\"\ncheck_interval = 1000\n\
-             [attributes.deploy.site]\nkeep_releases = 2\n{extra}",
-            hosts.name()
+             [attributes.deploy.site]\nkeep_releases = 2\n{extra}"
         ),
-    )
-    .unwrap();
+    );
 }
 
 /// One HTTP/1.0 GET from the controller; the status, or 0 when the connection failed.

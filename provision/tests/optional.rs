@@ -13,9 +13,8 @@
 //! PROVISION_SANDBOX=required, where it fails.
 
 mod common;
-#[path = "../../provision-solr/tests/common/dist.rs"]
-mod dist;
 
+use common::dist;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};

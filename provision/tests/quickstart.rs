@@ -12,9 +12,8 @@
 //! PROVISION_SANDBOX=required (CI), where it fails.
 
 mod common;
-#[path = "../../provision-solr/tests/common/dist.rs"]
-mod dist;
 
+use common::dist;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

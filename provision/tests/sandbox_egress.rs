@@ -7,9 +7,8 @@
 //! PROVISION_SANDBOX=required (CI), where it fails.
 
 mod common;
-#[path = "../../provision-solr/tests/common/dist.rs"]
-mod dist;
 
+use common::dist;
 use std::path::Path;
 
 use common::{provision, show, text};

@@ -9,9 +9,8 @@
 //! PROVISION_SANDBOX=required, where it fails.
 
 mod common;
-#[path = "../../provision-solr/tests/common/dist.rs"]
-mod dist;
 
+use common::dist;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 

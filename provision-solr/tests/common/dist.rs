@@ -5,7 +5,7 @@
 //! a `.tgz` shaped like the official one. The provisioner installs it like any archive: URL
 //! and sha512. Built once into [`CACHE_DIR`] (outside the repository), reused across runs.
 //!
-//! Shared by provision-solr's tests and provision's sandbox test (`#[path]`).
+//! Shared by provision-solr's tests and provision's (`#[path]`, in tests/common).
 
 #![allow(dead_code)]
 
@@ -167,14 +167,15 @@ impl FileServer {
                 }
                 let request = String::from_utf8_lossy(&request);
                 let path = request.split(' ').nth(1).unwrap_or("");
-                if path == name {
-                    let body = std::fs::read(&file).unwrap_or_default();
+                // Streamed: an egg cache is hundreds of MiB.
+                let body = std::fs::File::open(&file);
+                if let (true, Ok(mut body)) = (path == name, body) {
+                    let length = body.metadata().map(|m| m.len()).unwrap_or(0);
                     let _ = write!(
                         stream,
-                        "HTTP/1.0 200 OK\r\nContent-Type: application/gzip\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
+                        "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n",
                     );
-                    let _ = stream.write_all(&body);
+                    let _ = std::io::copy(&mut body, &mut stream);
                 } else {
                     let _ =
                         stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use provision_sandbox::fixture::{self, Hosts};
 
+#[path = "../../../provision-solr/tests/common/dist.rs"]
+pub mod dist;
+
 /// Runs the `provision` binary in `dir` with `args` and extra environment variables, and
 /// asserts that its output shows no secret of the run: a `PROVISION_SECRET_*` value or a value
 /// of the stack's secrets file (read before and after: `up` may generate some), plain or
@@ -135,11 +138,80 @@ pub fn ok(out: &Output) {
 
 /// A stack named after the sandbox, so that `--sandbox` finds its hosts.
 pub fn write_stack(dir: &Path, hosts: &fixture::Hosts, body: &str) {
+    // An app named `site` without archives of its own builds from the machine's eggs.
+    let eggs = if body.contains("[apps.site]") && !body.contains("buildout_cache_archives") {
+        egg_cache_archive(hosts)
+            .map(|url| {
+                format!(
+                    "\n# The test machine's eggs (tests/common: egg_cache_archive).\n\
+                     [[attributes.deploy.site.buildout_cache_archives]]\n\
+                     url = \"{url}\"\npath = \"shared/eggs\"\n"
+                )
+            })
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     std::fs::write(
         dir.join("stack.toml"),
-        format!("[stack]\nname = \"{}\"\n\n{body}", hosts.name()),
+        format!("[stack]\nname = \"{}\"\n\n{body}{eggs}", hosts.name()),
     )
     .unwrap();
+}
+
+/// The eggs that provision-plone's deploy tests leave on this machine (CI runs them before
+/// the sandbox tests): the Zope and Plone builds of examples/apps/buildout.
+const EGG_CACHE: &str = "/var/cache/provision-tests/buildout-cache/eggs";
+
+/// This machine's egg cache as a tarball served on the sandbox's bridge, for a
+/// `buildout_cache_archives` entry: an app host unpacks it into `shared/eggs` before its first
+/// build, so buildout installs no egg. Installing one costs buildout a pip process (about a
+/// second of CPU, some 100 per Zope build), the largest share of the sandbox tests' CPU on
+/// two cores. None while the cache is empty (a fresh machine that has not run those tests):
+/// the build then installs every egg itself, as a user's first build does (the quick start
+/// test always does).
+pub fn egg_cache_archive(hosts: &Hosts) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static SERVED: OnceLock<Mutex<HashMap<std::net::IpAddr, (dist::FileServer, String)>>> =
+        OnceLock::new();
+
+    let mut eggs: Vec<String> = std::fs::read_dir(Path::new(EGG_CACHE).join("v5"))
+        .ok()?
+        .filter_map(|entry| Some(entry.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.ends_with(".egg"))
+        .collect();
+    if eggs.is_empty() {
+        return None;
+    }
+    eggs.sort();
+    // Named after its content, so a grown cache makes a new tarball and a test process never
+    // reads one that another is still writing (written aside, then renamed).
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(eggs.join("\n"));
+    let tarball = Path::new(EGG_CACHE)
+        .parent()
+        .unwrap()
+        .join(format!("eggs-{}.tar", hex::encode(&digest[..6])));
+    if !tarball.exists() {
+        let partial = tarball.with_extension(format!("tar.{}", std::process::id()));
+        let tar = Command::new("tar")
+            .arg("-cf")
+            .arg(&partial)
+            .args(["-C", EGG_CACHE, "."])
+            .output()
+            .expect("tar runs");
+        assert!(tar.status.success(), "tar of {EGG_CACHE}: {}", show(&tar));
+        std::fs::rename(&partial, &tarball).unwrap();
+    }
+    let gateway = std::net::IpAddr::from(hosts.inventory().gateway);
+    let mut served = SERVED.get_or_init(Default::default).lock().unwrap();
+    let (_, url) = served.entry(gateway).or_insert_with(|| {
+        let server = dist::FileServer::start(gateway, &tarball);
+        let name = tarball.file_name().unwrap().to_string_lossy().into_owned();
+        let url = format!("http://{}/{name}", server.address);
+        (server, url)
+    });
+    Some(url.clone())
 }
 
 /// Polls `check` every 500 ms; panics when it is not true within `limit`.
