@@ -14,14 +14,13 @@
 
 mod common;
 
-use common::dist;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use provision_sandbox::fixture;
 
-use common::{http_get, json, sh, show, tcp_reachable, text, wait_for, write_stack};
+use common::{dist, http_get, json, sh, show, tcp_reachable, text, wait_for, write_stack};
 
 const REDIS_PASSWORD: &str = "Redis-fw-p4ss";
 const DB_PASSWORD: &str = "pg-fw-p4ss";

@@ -14,7 +14,6 @@
 
 mod common;
 
-use common::dist;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 use provision_sandbox::fixture;
 
 use common::{
-    LoadLoop, LoadReport, http_get, json, sh, show, text, wait_for, write_stack,
+    LoadLoop, LoadReport, dist, http_get, json, sh, show, text, wait_for, write_stack,
     zope_example_repository,
 };
 

@@ -13,12 +13,11 @@
 
 mod common;
 
-use common::dist;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{provision, show, text, wait_for};
+use common::{dist, provision, show, text, wait_for};
 use provision_sandbox::fixture;
 
 const NAME: &str = "quickstart";

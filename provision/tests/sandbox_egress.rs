@@ -8,10 +8,9 @@
 
 mod common;
 
-use common::dist;
 use std::path::Path;
 
-use common::{provision, show, text};
+use common::{dist, provision, show, text};
 use provision_sandbox::fixture;
 
 const NAME: &str = "egress-test";

@@ -10,7 +10,6 @@
 
 mod common;
 
-use common::dist;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,8 @@ use provision_core::resource::Resource;
 use provision_core::template::Templates;
 use provision_sandbox::fixture;
 use provision_solr::{SolrArchive, SolrSettings};
+
+use common::dist;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

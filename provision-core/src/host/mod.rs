@@ -311,8 +311,7 @@ mod tests {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
 
-    use super::whole_or_nothing;
-    use crate::shell::atomic_write_steps;
+    use super::{atomic_write_steps, whole_or_nothing};
 
     /// Feeds `input` to `sh -s` in `dir`; whether it exited 0.
     fn sh_s(dir: &std::path::Path, input: &[u8]) -> bool {

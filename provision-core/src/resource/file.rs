@@ -4,8 +4,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::{Drift, parse_mode, state_value};
-use crate::shell::atomic_write_steps;
-use crate::shell::quote;
+use crate::shell::{atomic_write_steps, quote};
 
 /// Old content larger than this is not fetched for a diff.
 const DIFF_LIMIT: u64 = 1024 * 1024;

@@ -168,8 +168,9 @@ impl FileServer {
                 let request = String::from_utf8_lossy(&request);
                 let path = request.split(' ').nth(1).unwrap_or("");
                 // Streamed: an egg cache is hundreds of MiB.
-                let body = std::fs::File::open(&file);
-                if let (true, Ok(mut body)) = (path == name, body) {
+                if path == name
+                    && let Ok(mut body) = std::fs::File::open(&file)
+                {
                     let length = body.metadata().map(|m| m.len()).unwrap_or(0);
                     let _ = write!(
                         stream,

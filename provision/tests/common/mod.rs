@@ -176,6 +176,12 @@ pub fn egg_cache_archive(hosts: &Hosts) -> Option<String> {
     static SERVED: OnceLock<Mutex<HashMap<std::net::IpAddr, (dist::FileServer, String)>>> =
         OnceLock::new();
 
+    // One server per sandbox bridge, for the test process's life.
+    let gateway = std::net::IpAddr::from(hosts.inventory().gateway);
+    let mut served = SERVED.get_or_init(Default::default).lock().unwrap();
+    if let Some((_, url)) = served.get(&gateway) {
+        return Some(url.clone());
+    }
     let mut eggs: Vec<String> = std::fs::read_dir(Path::new(EGG_CACHE).join("v5"))
         .ok()?
         .filter_map(|entry| Some(entry.ok()?.file_name().to_string_lossy().into_owned()))
@@ -188,10 +194,8 @@ pub fn egg_cache_archive(hosts: &Hosts) -> Option<String> {
     // Named after its content, so a grown cache makes a new tarball and a test process never
     // reads one that another is still writing (written aside, then renamed).
     let digest = <sha2::Sha256 as sha2::Digest>::digest(eggs.join("\n"));
-    let tarball = Path::new(EGG_CACHE)
-        .parent()
-        .unwrap()
-        .join(format!("eggs-{}.tar", hex::encode(&digest[..6])));
+    let name = format!("eggs-{}.tar", hex::encode(&digest[..6]));
+    let tarball = Path::new(EGG_CACHE).parent().unwrap().join(&name);
     if !tarball.exists() {
         let partial = tarball.with_extension(format!("tar.{}", std::process::id()));
         let tar = Command::new("tar")
@@ -203,15 +207,10 @@ pub fn egg_cache_archive(hosts: &Hosts) -> Option<String> {
         assert!(tar.status.success(), "tar of {EGG_CACHE}: {}", show(&tar));
         std::fs::rename(&partial, &tarball).unwrap();
     }
-    let gateway = std::net::IpAddr::from(hosts.inventory().gateway);
-    let mut served = SERVED.get_or_init(Default::default).lock().unwrap();
-    let (_, url) = served.entry(gateway).or_insert_with(|| {
-        let server = dist::FileServer::start(gateway, &tarball);
-        let name = tarball.file_name().unwrap().to_string_lossy().into_owned();
-        let url = format!("http://{}/{name}", server.address);
-        (server, url)
-    });
-    Some(url.clone())
+    let server = dist::FileServer::start(gateway, &tarball);
+    let url = format!("http://{}/{name}", server.address);
+    served.insert(gateway, (server, url.clone()));
+    Some(url)
 }
 
 /// Polls `check` every 500 ms; panics when it is not true within `limit`.
